@@ -6,9 +6,13 @@ import struct
 from dataclasses import dataclass
 
 _HEADER = struct.Struct("!BBHII")
+_EXT_HEADER = struct.Struct("!HH")
+_CSRC = tuple(struct.Struct(f"!{n}I") for n in range(16))
+_unpack_header = _HEADER.unpack_from
 RTP_VERSION = 2
 SEQ_MOD = 1 << 16
 TS_MOD = 1 << 32
+MAX_CSRC = 15
 
 
 class RtpParseError(ValueError):
@@ -32,46 +36,64 @@ class RtpPacket:
     padding: bytes = b""
 
     def serialize(self) -> bytes:
-        """The packet on the wire."""
-        first = (RTP_VERSION << 6) | len(self.csrc)
+        """The packet on the wire; raises ValueError for fields that cannot be encoded."""
+        if not 0 <= self.payload_type <= 0x7F:
+            raise ValueError(f"RTP payload type must be 0..127, not {self.payload_type}")
+        count = len(self.csrc)
+        if count > MAX_CSRC:
+            raise ValueError(f"RTP carries at most {MAX_CSRC} CSRCs, not {count}")
+        first = (RTP_VERSION << 6) | count
         if self.padding:
+            if self.padding[-1] != len(self.padding):
+                raise ValueError("RTP padding must end with its own length (use padding_for(n))")
             first |= 0x20
         if self.extension_profile is not None:
             first |= 0x10
-        second = (0x80 if self.marker else 0) | (self.payload_type & 0x7F)
-        parts = [_HEADER.pack(first, second, self.sequence_number, self.timestamp, self.ssrc)]
-        if self.csrc:
-            parts.append(struct.pack(f"!{len(self.csrc)}I", *self.csrc))
-        if self.extension_profile is not None:
-            if len(self.extension) % 4:
-                raise ValueError("RTP header extension length must be a multiple of 4 octets")
-            parts.append(struct.pack("!HH", self.extension_profile, len(self.extension) // 4))
-            parts.append(self.extension)
-        parts.append(self.payload)
-        parts.append(self.padding)
-        return b"".join(parts)
+        second = 0x80 | self.payload_type if self.marker else self.payload_type
+        try:
+            head = _HEADER.pack(first, second, self.sequence_number, self.timestamp, self.ssrc)
+            if count:
+                head += _CSRC[count].pack(*self.csrc)
+            if self.extension_profile is not None:
+                words, rest = divmod(len(self.extension), 4)
+                if rest:
+                    raise ValueError("RTP header extension length must be a multiple of 4 octets")
+                head += _EXT_HEADER.pack(self.extension_profile, words) + self.extension
+        except struct.error as exc:
+            raise ValueError(f"RTP header field out of range: {exc}") from None
+        return head + self.payload + self.padding if self.padding else head + self.payload
 
 
 def parse_rtp(data: bytes) -> RtpPacket:
     """Parse one datagram; raises RtpParseError (never IndexError/struct.error) on any malformed input."""
+    if type(data) is not bytes:
+        data = bytes(data)
     size = len(data)
     if size < 12:
         raise RtpParseError(f"packet too short: {size} octets, RTP header needs 12")
-    first, second, seq, ts, ssrc = _HEADER.unpack_from(data)
-    version = first >> 6
-    if version != RTP_VERSION:
-        raise RtpParseError(f"RTP version is {version}, expected 2")
+    first, second, seq, ts, ssrc = _unpack_header(data)
+    if first == 0x80:  # the common case: version 2, no padding, no extension, no CSRC
+        return RtpPacket(second & 0x7F, seq, ts, ssrc, data[12:], second > 0x7F)
+    if first >> 6 != RTP_VERSION:
+        raise RtpParseError(f"RTP version is {first >> 6}, expected 2")
+    return _parse_general(data, first, second, seq, ts, ssrc)
+
+
+def _parse_general(data: bytes, first: int, second: int, seq: int, ts: int, ssrc: int) -> RtpPacket:
+    size = len(data)
     cc = first & 0x0F
     offset = 12 + 4 * cc
     if offset > size:
         raise RtpParseError(f"CSRC count {cc} needs {offset} octets but the packet has {size}")
-    csrc = struct.unpack_from(f"!{cc}I", data, 12) if cc else ()
+    csrc: tuple[int, ...] = _CSRC[cc].unpack_from(data, 12) if cc else ()
     ext_profile: int | None = None
     extension = b""
     if first & 0x10:
         if offset + 4 > size:
-            raise RtpParseError("header extension flag set but the packet ends before the extension header")
-        ext_profile, ext_words = struct.unpack_from("!HH", data, offset)
+            raise RtpParseError(
+                f"header extension flag set but the packet ends at octet {size}, before the extension header"
+            )
+        ext_profile, ext_words = _EXT_HEADER.unpack_from(data, offset)
         ext_end = offset + 4 + 4 * ext_words
         if ext_end > size:
             raise RtpParseError(
@@ -79,7 +101,6 @@ def parse_rtp(data: bytes) -> RtpPacket:
             )
         extension = data[offset + 4 : ext_end]
         offset = ext_end
-    padding_len = 0
     end = size
     if first & 0x20:
         padding_len = data[-1]
@@ -87,16 +108,16 @@ def parse_rtp(data: bytes) -> RtpPacket:
             raise RtpParseError(f"bad padding length {padding_len} for {size - offset} octets after the header")
         end = size - padding_len
     return RtpPacket(
-        payload_type=second & 0x7F,
-        sequence_number=seq,
-        timestamp=ts,
-        ssrc=ssrc,
-        payload=bytes(data[offset:end]),
-        marker=bool(second & 0x80),
-        csrc=tuple(csrc),
-        extension_profile=ext_profile,
-        extension=bytes(extension),
-        padding=bytes(data[end:]),
+        second & 0x7F,
+        seq,
+        ts,
+        ssrc,
+        data[offset:end],
+        second > 0x7F,
+        csrc,
+        ext_profile,
+        extension,
+        data[end:],
     )
 
 
