@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
-DEBS=(kamailio sip-tester baresip sox espeak-ng)
+DEBS=(kamailio sip-tester baresip sox espeak-ng tshark)
 
 missing=()
 for p in "${DEBS[@]}"; do

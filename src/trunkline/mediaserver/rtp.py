@@ -64,10 +64,9 @@ class RtpPacket:
         return head + self.payload + self.padding if self.padding else head + self.payload
 
 
-def parse_rtp(data: bytes) -> RtpPacket:
+def parse_rtp(datagram: bytes | bytearray | memoryview) -> RtpPacket:
     """Parse one datagram; raises RtpParseError (never IndexError/struct.error) on any malformed input."""
-    if type(data) is not bytes:
-        data = bytes(data)
+    data = datagram if type(datagram) is bytes else bytes(datagram)
     size = len(data)
     if size < 12:
         raise RtpParseError(f"packet too short: {size} octets, RTP header needs 12")
@@ -105,7 +104,9 @@ def _parse_general(data: bytes, first: int, second: int, seq: int, ts: int, ssrc
     if first & 0x20:
         padding_len = data[-1]
         if padding_len == 0 or offset + padding_len > size:
-            raise RtpParseError(f"bad padding length {padding_len} for {size - offset} octets after the header")
+            raise RtpParseError(
+                f"bad padding length {padding_len} for {size - offset} octets after the header"
+            )
         end = size - padding_len
     return RtpPacket(
         second & 0x7F,

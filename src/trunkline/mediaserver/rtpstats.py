@@ -9,8 +9,7 @@ SEQ_MOD = 1 << 16
 MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 MIN_SEQUENTIAL = 2
-_DUP_WINDOW = 1 << 10  # bits of "seen" history kept behind the highest sequence number
-_DUP_MASK = (1 << _DUP_WINDOW) - 1
+_DUP_MASK = (1 << 128) - 1  # "seen" history behind the highest sequence number; > MAX_MISORDER
 _LOST_MAX = 0x7FFFFF
 _LOST_MIN = -0x800000
 
@@ -43,8 +42,8 @@ class ReceiveStats:
         "_min_sequential",
         "_received_prior",
         "_seen",
-        "base_seq",
         "bad_packets",
+        "base_seq",
         "cycles",
         "duplicates",
         "max_seq",
@@ -77,12 +76,12 @@ class ReceiveStats:
     @property
     def extended_highest_seq(self) -> int:
         """Highest sequence number received, extended with the count of 2^16 wraps (cycles)."""
-        return self.cycles + self.max_seq
+        return self.cycles + self.max_seq if self.max_seq >= 0 else 0
 
     @property
     def expected(self) -> int:
         """Packets expected since the base sequence number (A.3)."""
-        if self.received == 0 and self.probation:
+        if self.received == 0:  # source not validated yet
             return 0
         return self.cycles + self.max_seq - self.base_seq + 1
 
@@ -106,15 +105,10 @@ class ReceiveStats:
 
         Probation packets return False: the caller may still play them, they only don't count yet.
         """
-        max_seq = self.max_seq
-        if max_seq < 0:
-            self._init_seq(seq)
-            self.max_seq = (seq - 1) & 0xFFFF
-            self.probation = self._min_sequential
-            max_seq = self.max_seq
-        udelta = (seq - max_seq) & 0xFFFF
         if self.probation:
             return self._probation_step(seq, rtp_timestamp, arrival_s)
+        max_seq = self.max_seq
+        udelta = (seq - max_seq) & 0xFFFF
         if 0 < udelta < MAX_DROPOUT:
             if seq < max_seq:
                 self.cycles += SEQ_MOD
@@ -122,8 +116,11 @@ class ReceiveStats:
             self._seen = ((self._seen << udelta) | 1) & _DUP_MASK
         elif udelta == 0 or udelta > SEQ_MOD - MAX_MISORDER:
             back = udelta and SEQ_MOD - udelta
+            if self.cycles + max_seq - back < self.base_seq:
+                self.bad_packets += 1  # older than the first validated packet: outside our accounting
+                return False
             bit = 1 << back
-            if back >= _DUP_WINDOW or self._seen & bit:
+            if self._seen & bit:
                 self.duplicates += 1
                 return False
             self._seen |= bit
@@ -141,6 +138,8 @@ class ReceiveStats:
         return True
 
     def _probation_step(self, seq: int, rtp_timestamp: int, arrival_s: float) -> bool:
+        if self.max_seq < 0:  # very first packet
+            self.max_seq = (seq - 1) & 0xFFFF
         if seq == (self.max_seq + 1) & 0xFFFF:
             self.probation -= 1
             self.max_seq = seq
@@ -165,7 +164,7 @@ class ReceiveStats:
         self.received = 0
         self._received_prior = 0
         self._expected_prior = 0
-        self._seen = 0
+        self._seen = 1  # the packet that (re)starts the count
 
     def _jitter_step(self, rtp_timestamp: int, arrival_s: float) -> None:
         last_arrival = self._last_arrival_s
