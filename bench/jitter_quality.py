@@ -11,15 +11,16 @@ Metrics, per trace:
   packets never played (late, overflow, dropped to shrink), as a share of all sent frames — excluding the
   frames of packets the network lost. A late packet counts once even though its slot was also concealed.
 * network_loss_pct: packets the network lost, as a share of sent packets.
-* series (phase 0): per-second mean added delay, impaired frames, target delay and mean network delay, for a plot.
+* series (phase 0): per-second added delay, impaired frames, target delay and network delay, for a plot.
 
-Run: python bench/jitter_quality.py   (prints JSON)
+Run: python bench/jitter_quality.py [--full]   (prints JSON; --full adds per-phase numbers and the series)
 """
 
 from __future__ import annotations
 
 import json
 import statistics
+import sys
 import time
 from collections import Counter
 from typing import Any
@@ -37,7 +38,9 @@ PHASES_MS = (0, 5, 10, 15)
 _PAYLOAD = bytes(160)
 
 
-def _replay(trace: list[TracePacket], phase_ms: int) -> tuple[list[tuple[float, FrameKind, int]], list[float]]:
+def _replay(
+    trace: list[TracePacket], phase_ms: int
+) -> tuple[list[tuple[float, FrameKind, int]], list[float]]:
     """Drive a fresh buffer; returns (tick time, kind, timestamp) per pop and the target delay each second."""
     jb = JitterBuffer()
     arrivals = sorted((p.arrival_time_s, p) for p in trace if p.arrival_time_s is not None)
@@ -94,8 +97,12 @@ def _score(trace: list[TracePacket], frames: list[tuple[float, FrameKind, int]])
     }
 
 
-def _series(trace: list[TracePacket], frames: list[tuple[float, FrameKind, int]], score: dict[str, Any],
-            targets: list[float]) -> dict[str, list[float]]:
+def _series(
+    trace: list[TracePacket],
+    frames: list[tuple[float, FrameKind, int]],
+    score: dict[str, Any],
+    targets: list[float],
+) -> dict[str, list[float]]:
     """Per-second summaries for a plot (about 60 points per array)."""
     by_ts = {p.ts: p for p in trace}
     seconds = int(trace[-1].send_time_s) + 1
@@ -138,7 +145,7 @@ def run_trace(name: str) -> dict[str, Any]:
 
 
 def run() -> dict[str, Any]:
-    """Quality numbers for every trace (JSON-serialisable), plus the issue's targets and whether they are met."""
+    """Quality numbers per trace (JSON-serialisable), with the issue's targets and whether each is met."""
     started = time.perf_counter()
     out: dict[str, Any] = {name: run_trace(name) for name in TRACES}
     targets = {"moderate": (50.0, 1.0), "spiky": (80.0, 2.5)}
@@ -152,6 +159,9 @@ def run() -> dict[str, Any]:
 
 if __name__ == "__main__":
     result = run()
-    summary = {k: {m: v for m, v in r.items() if m not in ("series", "per_phase")} if isinstance(r, dict) else r
-               for k, r in result.items()}
-    print(json.dumps(summary, indent=2))
+    if "--full" not in sys.argv:  # the per-phase numbers and the plot series only on request
+        for r in result.values():
+            if isinstance(r, dict):
+                r.pop("series", None)
+                r.pop("per_phase", None)
+    print(json.dumps(result, indent=2))

@@ -89,7 +89,7 @@ def _drain(stream: Stream, record: bool) -> None:
 
 
 def run_load(streams: list[Stream], targets: list[tuple[str, int]], seconds: float, groups: int = 10) -> dict:
-    """Send every stream at 50 pps for `seconds` while receiving; the first second is warmup (not recorded)."""
+    """Send every stream at 50 pps for `seconds` while receiving; the first second is not recorded."""
     frames = tone_frames()
     poller = select.epoll()
     by_fd = {s.sock.fileno(): s for s in streams}

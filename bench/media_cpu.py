@@ -59,8 +59,9 @@ def _tone(seconds: float, rate_hz: int = 8000) -> np.ndarray:
     return (6000 * np.sin(2 * math.pi * 300 * t)).astype(np.int16)
 
 
-async def serve_engine(legs: int, seconds: float, warmup_s: float) -> dict[str, Any]:
-    """One measured run of the real MediaEngine; returns its numbers."""
+async def serve_engine(legs: int, seconds: float, warmup_s: float, consumers: bool = False) -> dict[str, Any]:
+    """One measured run of the real MediaEngine; with `consumers`, one task per leg reads every inbound
+    frame through `async for` (what a per-call agent task would do)."""
     from trunkline.mediaserver.engine import MediaEngine
 
     engine = MediaEngine(HOST, PORT_MIN, PORT_MAX)
@@ -83,15 +84,23 @@ async def serve_engine(legs: int, seconds: float, warmup_s: float) -> dict[str, 
             await asyncio.sleep(0.25)
 
     feeder = asyncio.create_task(feed())
+    readers = [asyncio.create_task(_read_all(leg)) for leg in open_legs] if consumers else []
     await asyncio.sleep(warmup_s)
     before = _snapshot(engine)
     await asyncio.sleep(seconds)
     after = _snapshot(engine)
     stop.set()
     await feeder
+    for reader in readers:
+        reader.cancel()
     loadgen = await _loadgen_result(proc)
     await engine.aclose()
     return _compare(before, after, legs, loadgen)
+
+
+async def _read_all(leg: Any) -> None:
+    async for _frame in leg.frames:
+        pass
 
 
 def _snapshot(engine: Any) -> dict[str, float]:
@@ -137,7 +146,7 @@ def _compare(before: dict[str, float], after: dict[str, float], legs: int, loadg
 
 
 async def serve_floor(legs: int, seconds: float, warmup_s: float) -> dict[str, Any]:
-    """The same load against a bare server: epoll drain + recvmsg + parse_rtp per packet, one sendto per leg."""
+    """The same load against a bare server: epoll drain + recvmsg + parse_rtp, one sendto per leg."""
     from trunkline.mediaserver.ports import PortAllocator
     from trunkline.mediaserver.rtp import RtpPacket, RtpParseError, parse_rtp
 
@@ -186,6 +195,77 @@ async def serve_floor(legs: int, seconds: float, warmup_s: float) -> dict[str, A
     return {"us_per_packet_pair": round(1e6 * cpu / pairs, 3) if pairs else None, "received": rx, "sent": tx}
 
 
+def component_costs(packets: int = 3000) -> dict[str, float]:
+    """µs per call of each piece of the per-packet path, in this process without sockets (attribution)."""
+    import socket
+
+    from trunkline.codecs.registry import create_codec
+    from trunkline.mediaserver.jitterbuffer import JitterBuffer
+    from trunkline.mediaserver.rtp import RtpPacket, parse_rtp
+    from trunkline.mediaserver.rtpstats import ReceiveStats
+    from trunkline.mediaserver.session import RtpSession
+    from trunkline.mediaserver.tick import run_tick
+
+    wire = [RtpPacket(0, i & 0xFFFF, i * 160, 77, bytes(160)).serialize() for i in range(packets)]
+    parsed = [parse_rtp(w) for w in wire]
+
+    def per_call(fn: Any, calls: int = packets) -> float:
+        cpu = time.process_time()
+        fn()
+        return round(1e6 * (time.process_time() - cpu) / calls, 3)
+
+    stats = ReceiveStats(8000)
+    jb = JitterBuffer(8000, 20)
+
+    def jitter() -> None:
+        for i, p in enumerate(parsed):
+            jb.push(p, i * 0.02 + 0.003)
+            jb.pop(i * 0.02 + 0.02)
+
+    costs = {
+        "parse_rtp": per_call(lambda: [parse_rtp(w) for w in wire]),
+        "receive_stats_update": per_call(
+            lambda: [stats.update(p.sequence_number, p.timestamp, i * 0.02) for i, p in enumerate(parsed)]
+        ),
+        "jitter_push_pop": per_call(jitter),
+    }
+    legs = [RtpSession(create_codec("PCMU", 8000), 0, remote=(HOST, 9)) for _ in range(200)]
+    for leg in legs:
+        leg.outbound.enqueue("u", _tone(packets * 0.02 + 1))
+    ticks = packets // 20
+
+    def drive() -> None:
+        for t in range(ticks):
+            for leg in legs:
+                leg.receive(wire[t], (HOST, 9), t * 0.02 + 0.003)
+            run_tick(legs, t * 0.02 + 0.02, t)
+
+    costs["session_receive_plus_tick_per_leg"] = per_call(drive, ticks * len(legs))
+    a, b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    a.bind((HOST, 0))
+    b.bind((HOST, 0))
+    b.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS, as the engine reads
+    target = b.getsockname()
+
+    def sends() -> None:
+        for _ in range(200):
+            a.sendto(wire[0], target)
+
+    def receives() -> None:
+        for _ in range(200):
+            b.recvmsg(4096, 64)
+
+    send_us = recv_us = 0.0
+    for _ in range(20):
+        send_us += per_call(sends, 200) / 20
+        recv_us += per_call(receives, 200) / 20
+    costs["sendto_loopback"] = round(send_us, 3)
+    costs["recvmsg_with_timestamp"] = round(recv_us, 3)
+    a.close()
+    b.close()
+    return costs
+
+
 def _one_run(kind: str, legs: int, seconds: float, warmup_s: float) -> dict[str, Any]:
     """A fresh server process for one run (no state or garbage carried over between runs)."""
     cmd = [sys.executable, "-m", "bench.media_cpu", "--child", kind, "--legs", str(legs)]
@@ -198,7 +278,9 @@ def _one_run(kind: str, legs: int, seconds: float, warmup_s: float) -> dict[str,
     return result
 
 
-def run(legs: int = 200, seconds: float = 20.0, repeats: int = 5, warmup_s: float = 3.0, floor: bool = True) -> dict:
+def run(
+    legs: int = 200, seconds: float = 20.0, repeats: int = 5, warmup_s: float = 3.0, floor: bool = True
+) -> dict:
     """Repeat the engine run (and the floor run) and report p50s; JSON-serialisable."""
     runs = [_one_run("engine", legs, seconds, warmup_s) for _ in range(repeats)]
     floors = [_one_run("floor", legs, seconds, warmup_s) for _ in range(repeats)] if floor else []
@@ -206,6 +288,7 @@ def run(legs: int = 200, seconds: float = 20.0, repeats: int = 5, warmup_s: floa
     spacing = [r["loadgen"].get("spacing_p99_ms") for r in runs if "spacing_p99_ms" in r["loadgen"]]
     floor_us = [f["us_per_packet_pair"] for f in floors if f["us_per_packet_pair"] is not None]
     return {
+        "component_costs_us": component_costs(),
         "legs": legs,
         "seconds": seconds,
         "repeats": repeats,
@@ -232,13 +315,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--no-floor", action="store_true")
-    parser.add_argument("--child", choices=("engine", "floor"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("engine", "engine-consumers", "floor"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         import uvloop
 
-        serve = serve_engine if args.child == "engine" else serve_floor
-        print(json.dumps(uvloop.run(serve(args.legs, args.seconds, args.warmup))))
+        if args.child == "floor":
+            result = uvloop.run(serve_floor(args.legs, args.seconds, args.warmup))
+        else:
+            consumers = args.child == "engine-consumers"
+            result = uvloop.run(serve_engine(args.legs, args.seconds, args.warmup, consumers))
+        print(json.dumps(result))
         return
     print(json.dumps(run(args.legs, args.seconds, args.repeats, args.warmup, not args.no_floor), indent=2))
 

@@ -1,21 +1,23 @@
 """Seeded one-way network traces for the jitter-buffer benchmark: 60 s of 20 ms G.711 packets (3000 each).
 
-Each trace is a list of `TracePacket(send_time_s, arrival_time_s or None when lost, seq, ts)`, in send order,
-sending at exactly 20 ms intervals from t = 0 (no sender clock drift).
+Each trace is a list of `TracePacket(send_time_s, arrival_time_s or None when lost, seq, ts)` in send order;
+the sender sends every 20 ms from t = 0 exactly (no clock drift).
 
 moderate (seed 1): one-way delay = 60 ms + N(0, σ = 12 ms), independent per packet, floored at 20 ms (the
-    propagation delay). Consecutive packets differ by N(0, 17 ms), so about 12% of neighbours arrive swapped.
-    No network loss: this trace measures jitter handling alone. The sequence number starts at 64000, so it
-    wraps at 65535 half-way through.
-spiky (seed 2): one-way delay = 40 ms + N(0, σ = 4 ms) (floored at 28 ms) plus delay spikes. Spikes start as a
-    Poisson process, on average every 10 s (seed 2 gives 8 in the minute); each jumps the delay by H ~ U(100, 300) ms and
-    then drains: the extra delay falls by 18 ms per 20 ms packet, so the queued packets arrive in a bunch 2 ms
-    apart. Loss: 1% independent random loss plus loss bursts (a burst starts with probability 0.2% per packet
-    and drops U{2..6} consecutive packets), about 1.8% in all. Timestamps start near 2^32, so they wrap early.
+    propagation delay); it spans 22–99 ms. Neighbours differ by N(0, 17 ms), so 12% of them arrive swapped.
+    No loss: this trace measures jitter handling alone. The sequence number starts at 64000 and wraps at
+    65535 half-way through.
+spiky (seed 2): one-way delay = 40 ms + N(0, σ = 4 ms) (floored at 28 ms) plus delay spikes. Spikes start
+    as a Poisson process, on average every 10 s; each jumps the delay by H ~ U(100, 300) ms and then drains:
+    the extra delay falls by 18 ms per 20 ms packet, so the queued packets arrive in a bunch 2 ms apart.
+    Loss: 1% independent random loss plus loss bursts (a burst starts with probability 0.2% per packet and
+    drops U{2..6} packets in a row). Timestamps start near 2^32 and wrap early. Seed 2 draws 5 spikes
+    (202–265 ms) and loses 1.4% of the packets.
 
-Calibration: a plain buffer sized for the steady jitter loses every spike packet that is more than its delay
-late (H ≈ 200 ms → ~9 packets a spike, ~2.6% of frames); sized for the spikes it adds ~200 ms. pjmedia's
-buffer measured 43 ms / 9.1% concealed-or-dropped on a moderate trace and 100 ms / 5.2% on a spiky one.
+For scale, an oracle with a fixed playout delay chosen in hindsight (and no 20 ms tick grid): moderate needs
+30 ms of added delay for 0.4% late packets; spiky leaves 2.0% late at 20 ms added, 1.8% at 40 ms, 1.4% at
+80 ms — its spikes cannot be covered cheaply, only not over-reacted to. pjmedia's buffer measured 43 ms with
+9.1% concealed-or-dropped on a moderate trace and 100 ms with 5.2% on a spiky one.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ def _packets(n: int, seq0: int, ts0: int, delays: list[float], lost: list[bool])
     for i in range(n):
         send = i * PACKET_INTERVAL_S
         arrival = None if lost[i] else send + delays[i]
-        out.append(TracePacket(send, arrival, (seq0 + i) & 0xFFFF, (ts0 + i * SAMPLES_PER_PACKET) & 0xFFFFFFFF))
+        out.append(
+            TracePacket(send, arrival, (seq0 + i) & 0xFFFF, (ts0 + i * SAMPLES_PER_PACKET) & 0xFFFFFFFF)
+        )
     return out
 
 

@@ -58,11 +58,7 @@ class _Reader:
             return default
         value = self.table[name]
         kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            ok = False
-        else:
-            ok = isinstance(value, kinds)
-        if not ok:
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             names = " or ".join(_type_name(k) for k in kinds)
             self.problem(name, f"must be {names}, got {_type_name(type(value))} {value!r}")
             return default
@@ -122,8 +118,9 @@ def _valid_host(value: str) -> bool:
         return bool(re.match(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9-]{1,63})*$", value))
 
 
-def load_config(path: str | Path, environ: Mapping[str, str]) -> Config:
-    """Read, validate and freeze the config at `path`; raise ConfigError listing every problem."""
+def load_config(path: str | Path, environ: Mapping[str, str], require_secrets: bool = True) -> Config:
+    """Read, validate and freeze the config at `path`; raise ConfigError listing every problem.
+    With `require_secrets=False` (read-only tools such as `status`) unset password variables are no error."""
     path = Path(path)
     file = str(path)
     try:
@@ -134,10 +131,16 @@ def load_config(path: str | Path, environ: Mapping[str, str]) -> Config:
         raise ConfigError([f"{file}: cannot read: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{file}: not valid TOML: {exc}"]) from None
-    return parse_config(data, file, environ, base_dir=path.parent)
+    return parse_config(data, file, environ, base_dir=path.parent, require_secrets=require_secrets)
 
 
-def parse_config(data: Mapping[str, Any], file: str, environ: Mapping[str, str], base_dir: Path) -> Config:
+def parse_config(
+    data: Mapping[str, Any],
+    file: str,
+    environ: Mapping[str, str],
+    base_dir: Path,
+    require_secrets: bool = True,
+) -> Config:
     """Validate an already-parsed TOML document (the loader's core, also used by tests)."""
     problems: list[str] = []
     top = _Reader(file, "", data, problems)
@@ -149,7 +152,7 @@ def parse_config(data: Mapping[str, Any], file: str, environ: Mapping[str, str],
     store = _store(_Reader(file, "store", tables["store"], problems), environ, base_dir)
     log = _log(_Reader(file, "log", tables["log"], problems))
     server = _server(_Reader(file, "server", tables["server"], problems), base_dir)
-    trunks = _trunks(file, trunk_list, environ, problems)
+    trunks = _trunks(file, trunk_list, environ, problems, require_secrets)
     if problems:
         raise ConfigError(problems)
     return Config(Path(file), sip, media, store, log, server, trunks)
@@ -172,6 +175,7 @@ def _sip(r: _Reader) -> SipConfig:
         max_call_duration_s=r.number("max_call_duration_s", d.max_call_duration_s, 1, 86400),
         rtp_timeout_s=r.number("rtp_timeout_s", d.rtp_timeout_s, 1, 3600),
         ring_timeout_s=r.number("ring_timeout_s", d.ring_timeout_s, 1, 600),
+        answer_delay_s=r.number("answer_delay_s", d.answer_delay_s, 0, 60),
     )
     r.finish()
     return cfg
@@ -239,7 +243,9 @@ def _server(r: _Reader, base_dir: Path) -> ServerConfig:
     return cfg
 
 
-def _trunks(file: str, items: list[Any], environ: Mapping[str, str], problems: list[str]) -> tuple[TrunkConfig, ...]:
+def _trunks(
+    file: str, items: list[Any], environ: Mapping[str, str], problems: list[str], require_secrets: bool
+) -> tuple[TrunkConfig, ...]:
     trunks: list[TrunkConfig] = []
     names: set[str] = set()
     owners: dict[str, str] = {}
@@ -248,7 +254,7 @@ def _trunks(file: str, items: list[Any], environ: Mapping[str, str], problems: l
         if not isinstance(item, dict):
             problems.append(f"{file}: {prefix}: must be a table ([[trunk]])")
             continue
-        trunk = _trunk(_Reader(file, prefix, item, problems), environ)
+        trunk = _trunk(_Reader(file, prefix, item, problems), environ, require_secrets)
         if trunk is None:
             continue
         if trunk.name in names:
@@ -262,7 +268,7 @@ def _trunks(file: str, items: list[Any], environ: Mapping[str, str], problems: l
     return tuple(trunks)
 
 
-def _trunk(r: _Reader, environ: Mapping[str, str]) -> TrunkConfig | None:
+def _trunk(r: _Reader, environ: Mapping[str, str], require_secrets: bool) -> TrunkConfig | None:
     d = TrunkConfig(name="")
     name = r.get("name", str, "")
     if not name:
@@ -276,7 +282,7 @@ def _trunk(r: _Reader, environ: Mapping[str, str]) -> TrunkConfig | None:
     if "password" in r.table:
         r.seen.add("password")
         r.problem("password", "passwords are never stored in the file; set password_env to a variable name")
-    password = _password(r, password_env, environ)
+    password = _password(r, password_env, environ, require_secrets)
     if register and host is None:
         r.problem("register", "needs host (the registrar) to be set")
     if register and (username is None or password_env is None):
@@ -301,11 +307,11 @@ def _trunk(r: _Reader, environ: Mapping[str, str]) -> TrunkConfig | None:
     return trunk
 
 
-def _password(r: _Reader, password_env: str | None, environ: Mapping[str, str]) -> str | None:
+def _password(r: _Reader, password_env: str | None, environ: Mapping[str, str], required: bool) -> str | None:
     if password_env is None:
         return None
     value = environ.get(password_env)
-    if not value:
+    if not value and required:
         r.problem("password_env", f"environment variable {password_env} is not set or empty")
         return None
     return value
@@ -329,7 +335,9 @@ def _sources(r: _Reader, host: str | None) -> tuple[IpNetwork, ...]:
     if values is None:
         if host is not None and _is_ip(host):
             return (ipaddress.ip_network(host),)
-        r.problem("allowed_sources", "is required (the carrier's signalling addresses/CIDRs) unless host is an IP")
+        r.problem(
+            "allowed_sources", "is required (the carrier's signalling addresses/CIDRs) unless host is an IP"
+        )
         return ()
     nets: list[IpNetwork] = []
     for i, value in enumerate(values):

@@ -28,6 +28,7 @@ class SipConfig:
     max_call_duration_s: float = 3600.0
     rtp_timeout_s: float = 30.0
     ring_timeout_s: float = 60.0
+    answer_delay_s: float = 0.0  # ring this long before answering inbound calls
 
     @property
     def advertised_host(self) -> str:
@@ -54,7 +55,7 @@ class MediaConfig:
 class StoreConfig:
     """Postgres: the DSN comes from an environment variable; spool to disk while it is down."""
 
-    dsn_env: str = "TRUNKLINE_DSN"
+    dsn_env: str = "DATABASE_URL"
     dsn: str | None = field(default=None, repr=False)
     spool_dir: Path | None = None
 
@@ -137,5 +138,5 @@ class Config:
 
 
 def did_digits(number: str) -> str:
-    """A dialled number reduced to its digits, so "+15550100", "15550100" and "tel:+1-555-0100" compare equal."""
+    """A dialled number reduced to its digits: "+15550100", "15550100" and "tel:+1-555-0100" compare equal."""
     return "".join(ch for ch in number if ch.isdigit())

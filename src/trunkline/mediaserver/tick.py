@@ -1,0 +1,133 @@
+"""The pacer tick (pure): for every leg, play out one inbound frame and build one outbound packet.
+
+CPU is the constraint (200 legs in one process), so the loop over legs is written flat (few calls, few
+attribute loads) and numpy work is batched: all G.711 payloads of a tick are decoded by one table lookup over
+their concatenation, and outbound G.711 audio was encoded chunk by chunk when it was queued, so sending is a
+bytes slice. Other codecs (G.722 is stateful, L16 is rare) go frame by frame.
+
+Idle legs keep sending encoded silence, as most production gear does: it keeps NAT bindings and the peer's
+inactivity timers alive, and the peer's jitter buffer never has to restart. A held leg sends nothing.
+"""
+
+from __future__ import annotations
+
+from trunkline.codecs.base import CodecError
+from trunkline.codecs.g711 import alaw_decode, ulaw_decode
+from trunkline.logs import get_logger
+from trunkline.mediaserver.jitterbuffer import FrameKind
+from trunkline.mediaserver.session import RTP_HEADER, RtpSession
+
+_AUDIO = FrameKind.AUDIO
+_CONCEALED = FrameKind.CONCEALED
+_DECODERS = (None, ulaw_decode, alaw_decode)  # indexed by RtpSession.batch_codec
+_pack = RTP_HEADER.pack
+log = get_logger("trunkline.media")
+
+
+def run_tick(sessions: list[RtpSession], now: float, tick_index: int) -> list[bytes | None]:
+    """One 20 ms step for all legs; returns the packet each leg must send now (None: send nothing)."""
+    out: list[bytes | None] = [None] * len(sessions)
+    dec: tuple[list, list, list] = ([], [], [])  # per batch codec: [(session, payload), ...]
+    for i, s in enumerate(sessions):
+        try:
+            frame = s.jitter.pop(now)
+            kind = frame.kind
+            if kind is _AUDIO:
+                if s.batch_codec:
+                    dec[s.batch_codec].append((s, frame.payload))
+                else:
+                    _decode_one(s, frame.payload)
+            elif kind is _CONCEALED:
+                s.concealed_frame()
+            else:
+                s.silence_frame()
+            if s.dtmf_packets:
+                s.poll_dtmf(now)
+            if s.held or s.remote is None:
+                continue
+            ts = (s.ts_base + tick_index * s.ts_step) & 0xFFFFFFFF
+            if s.dtmf_tx:
+                out[i] = _dtmf_packet(s, ts)
+                continue
+            if s.batch_codec:
+                payload = s.outbound.next_payload()
+            else:
+                pcm = s.outbound.next_frame()
+                payload = None if pcm is None else s.codec.encode(pcm)
+            seq = s.seq
+            s.seq = (seq + 1) & 0xFFFF
+            if payload is None:  # idle: comfort silence, no marker (except on the very first packet)
+                second = s.pt_marker if s.marker_next else s.payload_type
+                # stateful codecs (G.722) keep their encoder state in step with what the peer decodes
+                payload = s.silence_payload if s.batch_codec else s.codec.encode(s.silence_pcm)
+                s.talking = False
+            else:
+                second = s.pt_marker if s.marker_next or not s.talking else s.payload_type  # talkspurt start
+                s.talking = True
+            s.marker_next = False
+            out[i] = _pack(0x80, second, seq, ts, s.ssrc) + payload
+        except Exception:  # a bug must cost one leg one frame, not every leg the tick
+            _leg_failed(s)
+    for code in (1, 2):
+        if dec[code]:
+            try:
+                _decode_batch(code, dec[code])
+            except Exception:
+                for s, _ in dec[code]:
+                    _leg_failed(s)
+    return out
+
+
+def _leg_failed(s: RtpSession) -> None:
+    s.errors += 1
+    if s.errors == 1:  # once per leg: the counter tells the rest
+        log.exception("media.leg_tick_failed", ssrc=s.ssrc)
+
+
+def _decode_one(s: RtpSession, payload: bytes) -> None:
+    try:
+        pcm = s.codec.decode(payload)
+    except CodecError:
+        s.decode_errors += 1
+        s.concealed_frame()
+        return
+    s.good_frame(pcm)
+
+
+def _decode_batch(code: int, items: list[tuple[RtpSession, bytes]]) -> None:
+    decode = _DECODERS[code]
+    assert decode is not None
+    payloads = [payload for _, payload in items]
+    pcm = decode(b"".join(payloads))
+    pcm.flags.writeable = False  # consumers get views of this array
+    size = len(payloads[0])
+    if len(pcm) == size * len(items) and all(len(p) == size for p in payloads):
+        for (s, _), frame in zip(items, pcm.reshape(len(items), size), strict=True):  # row views, made in C
+            s.good_frame(frame)
+        return
+    offset = 0
+    for s, payload in items:
+        end = offset + len(payload)
+        s.good_frame(pcm[offset:end])
+        offset = end
+
+
+def _audio_packet(s: RtpSession, payload: bytes, ts: int) -> bytes:
+    second = s.pt_marker if s.marker_next or not s.talking else s.payload_type  # talkspurt start
+    s.marker_next = False
+    s.talking = True
+    seq = s.seq
+    s.seq = (seq + 1) & 0xFFFF
+    return _pack(0x80, second, seq, ts, s.ssrc) + payload
+
+
+def _dtmf_packet(s: RtpSession, ts: int) -> bytes:
+    event = s.dtmf_tx.popleft()
+    if event.marker:
+        s.dtmf_tx_ts = ts  # every packet of one event carries the event's start timestamp
+    if event.end and (not s.dtmf_tx or s.dtmf_tx[0].marker):
+        s.dtmf_sent += 1  # the last end packet of a key press
+    s.talking = False  # audio after the event starts a new talkspurt
+    pt = s.dtmf_payload_type
+    assert pt is not None
+    return s.packet(event.payload, event.marker, s.dtmf_tx_ts + event.timestamp_offset, pt)

@@ -1,0 +1,180 @@
+"""The composition root: config → tenants, call store, media engine, SIP service, per-call handler.
+
+Lifecycle: SIGTERM/SIGINT drain (new INVITEs get 503, calls in progress finish or hit the drain timeout,
+registrations are removed) and exit 0; SIGHUP (or a changed tenant file) reloads tenants without touching calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from trunkline.config.model import Config
+from trunkline.logs import bind_call, get_logger
+from trunkline.store import (
+    CallEnd,
+    CallRecord,
+    CallStore,
+    Direction,
+    MediaQuality,
+    StoreSettings,
+    open_call_store,
+)
+from trunkline.tenants.registry import TenantRegistry, watch_tenants
+
+log = get_logger("trunkline.server")
+CallHandler = Callable[[Any], Awaitable[None]]
+
+
+def media_quality(leg: Any) -> MediaQuality:
+    """The leg's RTP counters at hang-up, in the store's terms (zeros if the leg has none)."""
+    try:
+        counters = leg.stats().counters
+        jb = leg.stats().jitter
+    except Exception:  # a leg that never opened has no stats; the call record is still written
+        return MediaQuality()
+    return MediaQuality(
+        packets_received=int(getattr(counters, "received", 0)),
+        packets_sent=int(getattr(counters, "sent", 0)),
+        packets_lost=int(getattr(jb, "lost", 0)),
+        packets_late=int(getattr(jb, "late", 0)),
+        packets_discarded=int(getattr(jb, "overflow_dropped", 0)) + int(getattr(jb, "duplicate", 0)),
+        concealed_frames=int(getattr(jb, "concealed", 0)),
+        jitter_mean_ms=float(getattr(counters, "jitter_ms", 0.0)),
+    )
+
+
+class RecordedCalls:
+    """Wraps the per-call handler: binds log context, writes the call record at start and end."""
+
+    def __init__(self, store: CallStore, tenants: TenantRegistry, handler: CallHandler) -> None:
+        self._store = store
+        self._tenants = tenants
+        self._handler = handler
+
+    async def __call__(self, call: Any) -> None:
+        record_id = uuid.uuid4()
+        tenant = call.tenant if call.tenant and self._tenants.get(call.tenant) else None
+        bind_call(call_id=str(record_id), tenant_id=tenant or "-")
+        started = datetime.now(UTC)
+        codec = call.media.codec if call.media else None
+        if tenant:
+            self._store.record_call_started(
+                CallRecord(
+                    tenant_id=tenant,
+                    call_id=record_id,
+                    direction=Direction(call.direction),
+                    from_number=call.remote_number if call.direction == "inbound" else call.did,
+                    to_number=call.did if call.direction == "inbound" else call.remote_number,
+                    started_at=started,
+                    sip_call_id=call.call_id,
+                    codec=codec,
+                    answered_at=started,
+                )
+            )
+        else:
+            log.warning("call.tenant_not_serving", tenant=call.tenant)
+        reason = "hangup"
+        try:
+            await self._handler(call)
+        except Exception:
+            reason = "error"
+            log.exception("call.handler_failed")
+            raise
+        finally:
+            if tenant:
+                self._store.record_call_ended(
+                    CallEnd(
+                        tenant_id=tenant,
+                        call_id=record_id,
+                        ended_at=datetime.now(UTC),
+                        end_reason=call.end_reason or reason,
+                        codec=codec,
+                        answered_at=started,
+                        media=media_quality(call.leg),
+                    )
+                )
+
+
+def load_tenants(config: Config, environ: Mapping[str, str]) -> TenantRegistry:
+    registry = TenantRegistry(config.server.tenants_dir, env=dict(environ))
+    report = registry.reload()
+    for line in report.problem_lines():
+        log.error("tenants.problem", problem=line)
+    log.info("tenants.loaded", serving=sorted(registry.serving()))
+    return registry
+
+
+async def open_store(config: Config, environ: Mapping[str, str]) -> Any:
+    settings = StoreSettings.from_env(
+        environ, state_dir=config.server.state_dir, spool_dir=config.store.spool_dir
+    )
+    if config.store.dsn:
+        settings = StoreSettings(
+            database_url=config.store.dsn,
+            admin_database_url=settings.admin_database_url,
+            state_dir=settings.state_dir,
+            spool_dir=settings.spool_dir,
+        )
+    return await open_call_store(settings)
+
+
+def default_handler(config: Config) -> CallHandler:
+    """Until the agent lands: greet the caller and record what they say (trunkline.sip.demo_call)."""
+    from trunkline.sip.demo_call import DemoCalls, ensure_greeting, greeting_path, read_wav
+
+    greeting = read_wav(ensure_greeting(greeting_path(config)))
+    return DemoCalls(greeting, config.server.state_dir / "recordings")
+
+
+async def serve(config: Config, environ: Mapping[str, str], ready: Callable[[], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT, then drain and return 0."""
+    from trunkline.mediaserver.engine import MediaEngine
+    from trunkline.sip.service import SipService
+
+    loop = asyncio.get_running_loop()
+    config.server.state_dir.mkdir(parents=True, exist_ok=True)
+    stop = asyncio.Event()
+    tenants = load_tenants(config, environ)
+    store = await open_store(config, environ)
+    await store.sync_tenants(tenants.serving().values())
+
+    def reload_tenants() -> None:
+        report = tenants.reload(force=True)
+        for line in report.problem_lines():
+            log.error("tenants.problem", problem=line)
+        sync = loop.create_task(store.sync_tenants(tenants.serving().values()))
+        sync.add_done_callback(lambda t: t.exception() and log.warning("store.tenant_sync_failed"))
+
+    engine = MediaEngine(config.media.rtp_host, config.media.rtp_port_min, config.media.rtp_port_max)
+    service = SipService()
+    try:
+        await engine.start()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, reload_tenants)
+        handler = RecordedCalls(store, tenants, default_handler(config))
+        await service.start(loop, config, engine, handler)
+        async with asyncio.TaskGroup() as group:
+            watcher = group.create_task(watch_tenants(tenants, stop=stop))
+            log.info("server.ready", sip_port=config.sip.listen_port, tenants=len(tenants.serving()))
+            print("TRUNKLINE-READY", flush=True)
+            if ready:
+                ready()
+            await stop.wait()
+            log.info("server.draining")
+            await service.drain()
+            watcher.cancel()
+    finally:
+        with contextlib.suppress(Exception):
+            await service.aclose()
+        await engine.aclose()
+        await store.aclose()
+    log.info("server.stopped")
+    print("TRUNKLINE-STOPPED", flush=True)
+    return 0

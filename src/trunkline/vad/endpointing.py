@@ -1,0 +1,254 @@
+"""Pure end-of-turn decisions: how long a silence must last before the caller's turn is over, given what the
+caller has said so far, plus the bookkeeping that lets a speculative decode started at the silence become the
+turn's transcript.
+
+A silence after words that look complete ("... tomorrow at six.") ends the turn after a short hangover; after
+a trailing "and", "um", "the", a comma, or before any text is known, it waits longer. Time is passed in.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from trunkline.vad.segmenter import SilenceStarted, SpeechEnded
+
+FILLER_WORDS = frozenset({"um", "umm", "uh", "uhh", "er", "erm", "uhm", "hmm", "hm", "mm", "ah", "eh"})
+CONTINUATION_WORDS = FILLER_WORDS | frozenset(
+    {
+        # conjunctions and clause openers
+        "and", "or", "but", "so", "because", "cause", "if", "when", "while", "than", "then", "that",
+        "which", "who", "whose", "where", "although", "though", "unless", "until", "plus", "also", "like",
+        # articles, possessives, determiners
+        "the", "a", "an", "my", "your", "our", "their", "his", "her", "its", "this", "these", "those",
+        "some", "any", "every", "each", "no",
+        # prepositions that rarely end a statement
+        "to", "of", "for", "with", "from", "at", "by", "about", "into", "onto", "between", "after", "before",
+        "as", "per", "via",
+        # auxiliaries and subjects that need a continuation
+        "is", "are", "was", "were", "am", "be", "been", "have", "has", "had", "will", "would", "can", "could",
+        "should", "shall", "may", "might", "must", "do", "does", "did", "i", "i'm", "we", "we're", "you're",
+        "very", "really", "just", "maybe",
+    }
+)  # fmt: skip
+_INCOMPLETE_TAILS = (",", ";", ":", "-", "–", "—", "…", "...")
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+class Completeness(Enum):
+    COMPLETE = "complete"
+    INCOMPLETE = "incomplete"
+    UNKNOWN = "unknown"
+
+
+def classify_text(text: str | None, continuation_words: frozenset[str] = CONTINUATION_WORDS) -> Completeness:
+    """Does the transcript so far look like a finished turn?
+
+    '?'/'!' or '.' after an ordinary word → COMPLETE; a trailing comma/dash/ellipsis or a last word that
+    needs a continuation (conjunction, filler, article, preposition) → INCOMPLETE; no text, or no
+    punctuation → UNKNOWN.
+    """
+    if text is None:
+        return Completeness.UNKNOWN
+    stripped = text.strip().strip("\"'”’)]")
+    words = _WORD.findall(stripped.lower().replace("’", "'"))
+    if not words:
+        return Completeness.UNKNOWN
+    if stripped.endswith(_INCOMPLETE_TAILS) or words[-1] in continuation_words:
+        return Completeness.INCOMPLETE
+    if stripped.endswith((".", "?", "!")):
+        return Completeness.COMPLETE
+    return Completeness.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointConfig:
+    """Hangovers count from the end of the last speech frame, not from when the silence was detected."""
+
+    complete_hangover_ms: int = 200
+    incomplete_hangover_ms: int = 900
+    unknown_hangover_ms: int = 700
+    max_turn_ms: int = 30_000
+    continuation_words: frozenset[str] = CONTINUATION_WORDS
+
+    def hangover_ms(self, completeness: Completeness) -> int:
+        if completeness is Completeness.COMPLETE:
+            return self.complete_hangover_ms
+        if completeness is Completeness.INCOMPLETE:
+            return self.incomplete_hangover_ms
+        return self.unknown_hangover_ms
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointDecision:
+    """The turn is over at `now_s`. `silence_start_s` is None when the turn hit `max_turn_ms` mid-speech."""
+
+    now_s: float
+    silence_start_s: float | None
+    completeness: Completeness
+    max_turn: bool = False
+
+
+class Endpointer:
+    """Per-turn state: onset, the current silence and the text known for it. Feed it, then `poll(now)` at
+    `next_deadline()` (and whenever new text arrives) to get the decision."""
+
+    def __init__(self, config: EndpointConfig | None = None) -> None:
+        self.config = config or EndpointConfig()
+        self._onset_s: float | None = None
+        self._silence_start_s: float | None = None
+        self._completeness = Completeness.UNKNOWN
+
+    @property
+    def in_turn(self) -> bool:
+        return self._onset_s is not None
+
+    @property
+    def completeness(self) -> Completeness:
+        return self._completeness
+
+    def speech_started(self, onset_s: float) -> None:
+        self._onset_s = onset_s
+        self._silence_start_s = None
+        self._completeness = Completeness.UNKNOWN
+
+    def silence_started(self, silence_start_s: float) -> None:
+        if self._onset_s is not None:
+            self._silence_start_s = silence_start_s
+            self._completeness = Completeness.UNKNOWN
+
+    def speech_resumed(self) -> None:
+        self._silence_start_s = None
+        self._completeness = Completeness.UNKNOWN
+
+    def set_text(self, text: str | None) -> None:
+        """Text decoded from the audio up to the current silence (ignored while the caller speaks)."""
+        if self._silence_start_s is not None:
+            self._completeness = classify_text(text, self.config.continuation_words)
+
+    def reset(self) -> None:
+        self._onset_s = None
+        self._silence_start_s = None
+        self._completeness = Completeness.UNKNOWN
+
+    def next_deadline(self) -> float | None:
+        if self._onset_s is None:
+            return None
+        deadline = self._onset_s + self.config.max_turn_ms / 1000
+        if self._silence_start_s is not None:
+            hangover = self.config.hangover_ms(self._completeness) / 1000
+            deadline = min(deadline, self._silence_start_s + hangover)
+        return deadline
+
+    def poll(self, now: float) -> EndpointDecision | None:
+        """The decision once `now` reaches the deadline; the turn is then closed (reset)."""
+        deadline = self.next_deadline()
+        if deadline is None or now < deadline - 1e-9 or self._onset_s is None:
+            return None
+        max_turn = now >= self._onset_s + self.config.max_turn_ms / 1000 - 1e-9
+        decision = EndpointDecision(now, self._silence_start_s, self._completeness, max_turn)
+        self.reset()
+        return decision
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class DecodeRequest:
+    """Ask the ASR to decode `audio`; answer with `SpeculativeDecode.result(request_id, text)`."""
+
+    request_id: int
+    audio: np.ndarray
+    audio_end_s: float
+    final: bool  # False: speculative (started at a silence); True: the turn's own decode
+
+
+class FinalAction(Enum):
+    REUSE = "reuse"  # the speculative result is the turn's transcript
+    AWAIT = "await"  # the speculative decode still running will be the turn's transcript
+    DECODE = "decode"  # nothing usable: decode the turn's audio now
+
+
+@dataclass(frozen=True, slots=True)
+class FinalDecode:
+    action: FinalAction
+    text: str | None = None
+    request: DecodeRequest | None = None
+    request_id: int | None = None
+
+
+@dataclass(slots=True)
+class SpeculativeStats:
+    started: int = 0
+    cancelled: int = 0  # still running when speech resumed
+    discarded: int = 0  # finished, then made stale by speech
+    reused: int = 0
+    awaited: int = 0
+    fresh: int = 0
+
+
+class SpeculativeDecode:
+    """Which decode is current. A speculative result is valid only if no speech resumed after its audio
+    ended; at the end of the turn a valid result (or the decode still running) is reused, not redone."""
+
+    def __init__(self) -> None:
+        self._next_id = 1
+        self._current: int | None = None  # id of the valid speculative request, if any
+        self._text: str | None = None
+        self._has_text = False
+        self._awaited: set[int] = set()
+        self.stats = SpeculativeStats()
+
+    def silence_started(self, event: SilenceStarted) -> DecodeRequest:
+        request = self._new_request(event.audio, event.silence_start_s, final=False)
+        self._current, self._text, self._has_text = request.request_id, None, False
+        self.stats.started += 1
+        return request
+
+    def speech_resumed(self) -> int | None:
+        """Invalidate the current speculation; returns its id when it is still running (to cancel the job)."""
+        current, self._current = self._current, None
+        finished, self._text, self._has_text = self._has_text, None, False
+        if current is None:
+            return None
+        if finished:
+            self.stats.discarded += 1
+            return None
+        self.stats.cancelled += 1
+        return current
+
+    def result(self, request_id: int, text: str) -> bool:
+        """Record a speculative result; True when it is still current (the endpointer may use it)."""
+        if request_id != self._current:
+            return False
+        self._text, self._has_text = text, True
+        return True
+
+    def is_final(self, request_id: int) -> bool:
+        """True (once) when this request's result is a turn's transcript: awaited or a final decode."""
+        if request_id in self._awaited:
+            self._awaited.discard(request_id)
+            return True
+        return False
+
+    def turn_ended(self, event: SpeechEnded) -> FinalDecode:
+        current, self._current = self._current, None
+        text, has_text = self._text, self._has_text
+        self._text, self._has_text = None, False
+        if current is not None and has_text:
+            self.stats.reused += 1
+            return FinalDecode(FinalAction.REUSE, text=text, request_id=current)
+        if current is not None:
+            self.stats.awaited += 1
+            self._awaited.add(current)
+            return FinalDecode(FinalAction.AWAIT, request_id=current)
+        self.stats.fresh += 1
+        request = self._new_request(event.audio, event.end_s, final=True)
+        self._awaited.add(request.request_id)
+        return FinalDecode(FinalAction.DECODE, request=request, request_id=request.request_id)
+
+    def _new_request(self, audio: np.ndarray, audio_end_s: float, *, final: bool) -> DecodeRequest:
+        request = DecodeRequest(self._next_id, audio, audio_end_s, final)
+        self._next_id += 1
+        return request

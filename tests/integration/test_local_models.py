@@ -1,0 +1,132 @@
+"""Real local models: piper speaks, faster-whisper listens (at the telephone rate), on bounded pools."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+import numpy as np
+import pytest
+
+from trunkline.pipeline.asr import LocalWhisper, SpeechRecognizer
+from trunkline.pipeline.models import BoundedPool, BusyError
+from trunkline.pipeline.tts import AudioChunk, LocalPiper, PromptCache, SpeechSynthesizer
+
+pytestmark = pytest.mark.integration
+
+BOOKING = "I'd like to book a cleaning on Tuesday at ten."
+
+
+@pytest.fixture(scope="module")
+def asr_pool() -> Iterator[BoundedPool]:
+    pool = BoundedPool("asr", max_workers=1, max_queued=1)
+    yield pool
+    pool.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tts_pool() -> Iterator[BoundedPool]:
+    pool = BoundedPool("tts", max_workers=1, max_queued=2)
+    yield pool
+    pool.shutdown()
+
+
+@pytest.fixture(scope="module")
+def whisper(asr_pool: BoundedPool) -> LocalWhisper:
+    asr = LocalWhisper(asr_pool, cpu_threads=2)
+    asr.preload()
+    return asr
+
+
+@pytest.fixture(scope="module")
+def piper(tts_pool: BoundedPool) -> LocalPiper:
+    tts = LocalPiper(tts_pool, output_rate_hz=8000)
+    tts.preload()
+    return tts
+
+
+async def speak(tts: SpeechSynthesizer, text: str) -> list[AudioChunk]:
+    async with asyncio.timeout(30):
+        return [chunk async for chunk in tts.stream(text)]
+
+
+@asynccontextmanager
+async def pool_filled(pool: BoundedPool) -> AsyncIterator[None]:
+    """Every worker and queue slot of `pool` taken by a job that waits until the block exits."""
+    assert await asyncio.to_thread(pool.wait_idle, 30)
+    release = threading.Event()
+    held = []
+    try:
+        for _ in range(pool.capacity):
+            held.append(pool.submit(release.wait, 30))
+        yield
+    finally:
+        release.set()
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(asyncio.wrap_future(f) for f in held))
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+async def test_piper_speech_round_trips_through_whisper_at_8_khz(
+    piper: LocalPiper, whisper: LocalWhisper
+) -> None:
+    assert isinstance(piper, SpeechSynthesizer) and isinstance(whisper, SpeechRecognizer)
+    chunks = await speak(piper, BOOKING)
+    assert chunks and all(c.sample_rate_hz == 8000 and c.pcm.dtype == np.int16 for c in chunks)
+    pcm = np.concatenate([c.pcm for c in chunks])
+    assert 1.5 < len(pcm) / 8000 < 5.0
+    assert (
+        500 < np.sqrt(np.mean(pcm.astype(np.float64) ** 2)) < 20000
+    )  # audible speech, not silence or clipping
+    async with asyncio.timeout(30):
+        transcript = await whisper.transcribe(pcm, 8000)
+    heard = words(transcript.text)
+    assert {"book", "cleaning", "tuesday"} <= heard, transcript.text
+    assert heard & {"ten", "10"}, transcript.text
+    assert transcript.duration_s == pytest.approx(len(pcm) / 8000)
+    assert transcript.processing_ms > 0 and transcript.words is None
+
+
+async def test_piper_streams_one_chunk_per_sentence(piper: LocalPiper) -> None:
+    text = "Hello there. We are open until six. Goodbye."
+    chunks = await speak(piper, text)
+    assert len(chunks) == 3  # each sentence is handed over as soon as it is made, not the reply as a whole
+    first, total = len(chunks[0].pcm), sum(len(c.pcm) for c in chunks)
+    assert 0 < first < total / 2
+
+
+async def test_busy_pools_refuse_at_once_and_recover(
+    asr_pool: BoundedPool, whisper: LocalWhisper, tts_pool: BoundedPool, piper: LocalPiper
+) -> None:
+    pcm = np.concatenate([c.pcm for c in await speak(piper, "Hello.")])
+    for pool in (asr_pool, tts_pool):
+        rejected = pool.rejected
+        async with pool_filled(pool):
+            with pytest.raises(BusyError):
+                await whisper.transcribe(pcm, 8000) if pool is asr_pool else await speak(piper, "Hello.")
+        assert pool.rejected == rejected + 1
+    async with asyncio.timeout(30):
+        again = await whisper.transcribe(pcm, 8000)
+    assert "hello" in words(again.text)
+    assert asr_pool.in_flight == 0
+
+
+async def test_prompt_cache_replays_the_greeting_without_the_model(
+    piper: LocalPiper, tts_pool: BoundedPool
+) -> None:
+    cache = PromptCache()
+    await cache.warm(piper, ["Thanks for calling Acme Dental."])
+    async with pool_filled(tts_pool):  # the pool is full, yet the cached greeting plays
+        replay = await speak_cached(cache, piper, "Thanks for calling Acme Dental.")
+    assert replay and cache.hits == 1 and sum(len(c.pcm) for c in replay) > 8000
+
+
+async def speak_cached(cache: PromptCache, tts: SpeechSynthesizer, text: str) -> list[AudioChunk]:
+    async with asyncio.timeout(30):
+        return [chunk async for chunk in cache.stream(tts, text)]

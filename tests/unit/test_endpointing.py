@@ -1,0 +1,303 @@
+"""Endpointing and speculative decoding over the pure segmenter, on a virtual clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trunkline.vad.endpointing import (
+    Completeness,
+    DecodeRequest,
+    EndpointConfig,
+    Endpointer,
+    FinalAction,
+    SpeculativeDecode,
+    classify_text,
+)
+from trunkline.vad.listener import DecodeCancelled, ListenerEvent, TurnEnded, TurnListener, TurnTranscript
+from trunkline.vad.segmenter import SilenceStarted, SpeechEnded, SpeechSegmenter
+
+C, I, U = Completeness.COMPLETE, Completeness.INCOMPLETE, Completeness.UNKNOWN
+FRAME = 160
+CFG = EndpointConfig(complete_hangover_ms=200, incomplete_hangover_ms=900, unknown_hangover_ms=700)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, U),
+        ("", U),
+        ("  ...  ", U),
+        ("I'd like to book a table for two.", C),
+        ("What time do you open?", C),
+        ("Stop!", C),
+        ("I'd like to book a table for.", I),
+        ("I need to change my address and", I),
+        ("I need to change my address and...", I),
+        ("So I was thinking, um.", I),
+        ("Uh", I),
+        ("My number is 555,", I),
+        ("Because", I),
+        ("Well the", I),
+        ("Tomorrow at six", U),
+        ("“I want it.”", C),
+        ("I think that", I),
+        ("I’m", I),
+    ],
+)
+def test_classify_text(text: str | None, expected: Completeness) -> None:
+    assert classify_text(text) is expected
+
+
+def test_custom_continuation_words() -> None:
+    assert classify_text("Book it please.", frozenset({"please"})) is I
+
+
+def test_hangover_follows_text_completeness() -> None:
+    for text, hangover in [(None, 0.7), ("All done.", 0.2), ("and then, um", 0.9)]:
+        ep = Endpointer(CFG)
+        ep.speech_started(1.0)
+        ep.silence_started(2.0)
+        ep.set_text(text)
+        assert ep.next_deadline() == pytest.approx(2.0 + hangover)
+        assert ep.poll(2.0 + hangover - 0.001) is None
+        decision = ep.poll(2.0 + hangover)
+        assert decision is not None
+        assert decision.silence_start_s == 2.0 and not decision.max_turn
+        assert not ep.in_turn
+
+
+def test_text_arriving_after_the_short_hangover_ends_at_once() -> None:
+    ep = Endpointer(CFG)
+    ep.speech_started(0.0)
+    ep.silence_started(1.0)
+    assert ep.poll(1.25) is None  # no text yet: waits 700 ms
+    ep.set_text("That's all.")
+    decision = ep.poll(1.25)
+    assert decision is not None and decision.completeness is C
+
+
+def test_speech_resumed_cancels_silence_and_text() -> None:
+    ep = Endpointer(CFG)
+    ep.speech_started(0.0)
+    ep.silence_started(1.0)
+    ep.set_text("Done.")
+    ep.speech_resumed()
+    assert ep.completeness is U
+    assert ep.next_deadline() == pytest.approx(30.0)  # only max turn
+    ep.set_text("Done.")  # a late result while speaking is ignored
+    assert ep.completeness is U
+    assert ep.poll(5.0) is None
+
+
+def test_max_turn_ends_mid_speech() -> None:
+    ep = Endpointer(EndpointConfig(max_turn_ms=10_000))
+    ep.speech_started(2.0)
+    assert ep.next_deadline() == pytest.approx(12.0)
+    decision = ep.poll(12.0)
+    assert decision is not None and decision.max_turn and decision.silence_start_s is None
+
+
+def test_no_turn_no_deadline() -> None:
+    ep = Endpointer()
+    ep.silence_started(1.0)  # silence outside a turn means nothing
+    assert ep.next_deadline() is None
+    assert ep.poll(100.0) is None
+
+
+def silence(audio_end_s: float, n: int = 10) -> SilenceStarted:
+    return SilenceStarted(audio_end_s, audio_end_s + 0.04, np.zeros(n, dtype=np.int16))
+
+
+def ended(end_s: float) -> SpeechEnded:
+    from trunkline.vad.segmenter import EndReason
+
+    return SpeechEnded(0.0, end_s, end_s + 0.2, np.ones(20, dtype=np.int16), EndReason.ENDPOINT)
+
+
+def test_speculative_result_is_reused_when_the_turn_ends() -> None:
+    spec = SpeculativeDecode()
+    req = spec.silence_started(silence(1.0))
+    assert not req.final and req.audio_end_s == 1.0
+    assert spec.result(req.request_id, "Hello there.")
+    final = spec.turn_ended(ended(1.0))
+    assert final.action is FinalAction.REUSE and final.text == "Hello there."
+    assert spec.stats.reused == 1 and spec.stats.fresh == 0
+
+
+def test_speculative_result_is_stale_after_speech_resumed() -> None:
+    spec = SpeculativeDecode()
+    first = spec.silence_started(silence(1.0))
+    assert spec.speech_resumed() == first.request_id
+    assert not spec.result(first.request_id, "stale")
+    second = spec.silence_started(silence(2.0))
+    assert not spec.result(first.request_id, "stale")  # a later silence does not revive it
+    final = spec.turn_ended(ended(2.0))
+    assert final.action is FinalAction.AWAIT and final.request_id == second.request_id
+    assert not spec.result(second.request_id, "late text")  # not current any more: it is the final one
+    assert spec.is_final(second.request_id)
+    assert not spec.is_final(second.request_id)
+    assert spec.stats.cancelled == 1 and spec.stats.awaited == 1
+
+
+def test_turn_ended_mid_speech_decodes_afresh() -> None:
+    spec = SpeculativeDecode()
+    spec.silence_started(silence(1.0))
+    spec.speech_resumed()
+    final = spec.turn_ended(ended(3.0))
+    assert final.action is FinalAction.DECODE
+    assert final.request is not None and final.request.final
+    assert final.request.audio_end_s == 3.0 and final.request.audio.size == 20
+    assert spec.is_final(final.request.request_id)
+
+
+# --- the composed listener on a virtual clock ---------------------------------------------------
+
+
+def t(i: int) -> float:
+    return (i + 1) * 0.02
+
+
+@dataclass
+class Run:
+    """Drives a TurnListener frame by frame; an ASR stand-in answers each request after `latency_frames`."""
+
+    listener: TurnListener
+    asr: dict[int, str] = field(default_factory=dict)  # text per request, by order of request
+    latency_frames: int = 5
+    events: list[tuple[int, ListenerEvent]] = field(default_factory=list)
+    _due: list[tuple[int, int, str]] = field(default_factory=list)
+    _requests: int = 0
+
+    def feed(self, flags: list[int], first: int = 0) -> None:
+        for k, flag in enumerate(flags):
+            i = first + k
+            for due in [d for d in self._due if d[0] <= i]:
+                self._due.remove(due)
+                self._record(i, self.listener.on_transcript(due[1], due[2], t(i)))
+            self._record(i, self.listener.push(np.full(FRAME, i, np.int16), bool(flag), t(i)))
+
+    def _record(self, i: int, events: list[ListenerEvent]) -> None:
+        for ev in events:
+            self.events.append((i, ev))
+            if isinstance(ev, DecodeRequest):
+                text = self.asr.get(self._requests, "")
+                self._requests += 1
+                self._due.append((i + self.latency_frames, ev.request_id, text))
+
+    def of(self, kind: type) -> list[tuple[int, ListenerEvent]]:
+        return [(i, e) for i, e in self.events if isinstance(e, kind)]
+
+
+def make_listener() -> TurnListener:
+    return TurnListener(SpeechSegmenter(start_frames=3, stop_frames=2, pre_roll_ms=100), Endpointer(CFG))
+
+
+def test_complete_text_ends_the_turn_after_the_short_hangover_and_is_reused() -> None:
+    run = Run(make_listener(), asr={0: "I'd like to book a table."}, latency_frames=5)
+    run.feed([1] * 50 + [0] * 60)  # speech ends at 1.00 s
+    (ri, req), *_ = run.of(DecodeRequest)
+    assert ri == 51 and isinstance(req, DecodeRequest) and not req.final
+    (ei, turn), *_ = run.of(TurnEnded)
+    assert isinstance(turn, TurnEnded)
+    assert ei == 59  # 1.00 + 0.200 = 1.20 s = the `now` of frame 59, which polls before it pushes
+    assert turn.now_s == pytest.approx(1.20) and turn.end_s == pytest.approx(1.0)
+    assert turn.decision is not None and turn.decision.completeness is C
+    transcripts = run.of(TurnTranscript)
+    assert len(transcripts) == 1 and transcripts[0][0] == 59
+    tr = transcripts[0][1]
+    assert isinstance(tr, TurnTranscript) and tr.reused and tr.text == "I'd like to book a table."
+    assert len(run.of(DecodeRequest)) == 1  # nothing decoded twice
+
+
+def test_poll_at_the_deadline_is_exact() -> None:
+    listener = make_listener()
+    run = Run(listener, asr={0: "Done."}, latency_frames=3)
+    run.feed([1] * 50 + [0] * 6)  # result delivered at frame 54 (1.10 s), deadline 1.20 s
+    assert listener.next_deadline() == pytest.approx(1.2)
+    events = listener.poll(1.2)
+    assert any(isinstance(e, TurnEnded) for e in events)
+
+
+def test_no_text_uses_the_long_hangover_and_awaits_the_running_decode() -> None:
+    run = Run(make_listener(), asr={0: "and then"}, latency_frames=100)
+    run.feed([1] * 50 + [0] * 150)
+    (ei, turn), *_ = run.of(TurnEnded)
+    assert isinstance(turn, TurnEnded) and turn.decision is not None
+    assert turn.now_s == pytest.approx(1.70) and turn.decision.completeness is U
+    (ti, tr), *_ = run.of(TurnTranscript)
+    assert ti == 151 and isinstance(tr, TurnTranscript) and not tr.reused and tr.text == "and then"
+    assert tr.request_id == turn.transcript_request_id
+
+
+def test_incomplete_text_waits_the_long_hangover() -> None:
+    run = Run(make_listener(), asr={0: "I want to book a table for"}, latency_frames=2)
+    run.feed([1] * 50 + [0] * 60)
+    (_, turn), *_ = run.of(TurnEnded)
+    assert isinstance(turn, TurnEnded) and turn.now_s == pytest.approx(1.90)
+    assert turn.decision is not None and turn.decision.completeness is I
+
+
+def test_mid_sentence_pause_with_incomplete_text_is_not_a_turn_end() -> None:
+    run = Run(make_listener(), asr={0: "I'd like to book a table for", 1: "for two people."}, latency_frames=5)
+    run.feed([1] * 40 + [0] * 25 + [1] * 30 + [0] * 40)  # 500 ms pause after "for"
+    cancels = run.of(DecodeCancelled)
+    assert len(cancels) == 0  # the first decode finished (incomplete text) before speech resumed
+    turns = run.of(TurnEnded)
+    assert len(turns) == 1
+    turn = turns[0][1]
+    assert isinstance(turn, TurnEnded) and turn.end_s == pytest.approx(t(94))
+    assert turn.now_s == pytest.approx(t(94) + 0.2)
+    # no pre-roll before frame 0; the tail holds the frames received before the decision (95-103)
+    assert list(turn.audio[::FRAME]) == list(range(104))
+
+
+def test_resumed_speech_cancels_a_running_speculative_decode() -> None:
+    run = Run(make_listener(), asr={0: "never used.", 1: "All done."}, latency_frames=20)
+    run.feed([1] * 40 + [0] * 10 + [1] * 30 + [0] * 60)
+    (ci, cancel), *_ = run.of(DecodeCancelled)
+    assert isinstance(cancel, DecodeCancelled) and cancel.request_id == 1
+    transcripts = run.of(TurnTranscript)
+    assert [tr.text for _, tr in transcripts if isinstance(tr, TurnTranscript)] == ["All done."]
+
+
+def test_max_turn_ends_with_a_fresh_final_decode() -> None:
+    listener = TurnListener(
+        SpeechSegmenter(start_frames=3, pre_roll_ms=0), Endpointer(EndpointConfig(max_turn_ms=1000))
+    )
+    run = Run(listener, asr={0: "words words"}, latency_frames=3)
+    run.feed([1] * 70)
+    (ei, turn), *_ = run.of(TurnEnded)
+    assert isinstance(turn, TurnEnded) and turn.decision is not None and turn.decision.max_turn
+    requests = run.of(DecodeRequest)
+    assert len(requests) >= 1 and isinstance(requests[0][1], DecodeRequest) and requests[0][1].final
+    (_, tr), *_ = run.of(TurnTranscript)
+    assert isinstance(tr, TurnTranscript) and tr.text == "words words" and not tr.reused
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    runs=st.lists(st.tuples(st.booleans(), st.integers(1, 40)), max_size=20),
+    texts=st.lists(st.sampled_from(["Done.", "and", "", "book a table for", "yes"]), max_size=30),
+    latency=st.integers(0, 40),
+)
+def test_every_turn_gets_exactly_one_transcript_and_never_ends_too_soon(
+    runs: list[tuple[bool, int]], texts: list[str], latency: int
+) -> None:
+    flags = [int(s) for s, n in runs for _ in range(n)] + [0] * 100
+    run = Run(make_listener(), asr=dict(enumerate(texts)), latency_frames=latency)
+    run.feed(flags)
+    turns = [e for _, e in run.of(TurnEnded) if isinstance(e, TurnEnded)]
+    transcripts = [e for _, e in run.of(TurnTranscript) if isinstance(e, TurnTranscript)]
+    assert sorted(tr.transcript_request_id for tr in turns) == sorted(tr.request_id for tr in transcripts)
+    for turn in turns:
+        assert turn.decision is not None
+        if not turn.decision.max_turn:
+            assert turn.now_s >= turn.end_s + CFG.complete_hangover_ms / 1000 - 1e-9
+            assert turn.now_s <= turn.end_s + CFG.incomplete_hangover_ms / 1000 + 0.02 + 1e-9
+    cancelled = {e.request_id for _, e in run.of(DecodeCancelled) if isinstance(e, DecodeCancelled)}
+    assert not cancelled & {tr.request_id for tr in transcripts}
