@@ -53,8 +53,10 @@ RATE_HZ = 8000
 TICK_S = 0.020
 GRID_TICKS = 25
 FRAME_SAMPLES = 160  # one 20 ms bridge tick
-_KEY_AT = 50  # a half is looked up by its samples 50..53 ...
-_TAIL_FROM = 40  # ... and confirmed by its last 40 samples
+_KEY_AT = 50  # samples 50..53 of a marker half locate it anywhere in the stream
+_MERGE = 40  # pjmedia cross-fades 5 ms at each edge of a concealment
+_FUZZY_ROWS = 100  # how far ahead (in halves) a cross-faded half is looked for
+_FUZZY_MIN_CORR = 0.5  # unrelated 80-sample signals correlate at ~N(0, 0.11)
 PHASE_MS = 7.5  # bridge ticks sit this far after the virtual send grid: the mean of our four replay phases
 DRAIN_S = 1.0
 STAT_POLL_S = 0.02
@@ -71,20 +73,44 @@ def marker_halves(count: int) -> np.ndarray:
     return np.stack(pcm).reshape(2 * count, HALF_SAMPLES)
 
 
-def locate_halves(stream: np.ndarray, halves: np.ndarray) -> list[tuple[int, int]]:
-    """(start sample, row) of every marker half whose tail appears verbatim in the played stream, in order.
-    Only the tail is matched: the head of a half may be cross-faded with concealment after a loss."""
+def grid_offset(stream: np.ndarray, halves: np.ndarray) -> int:
+    """Where 10 ms packet boundaries fall in the played stream, in samples after a tick boundary (mod 10 ms).
+    pjmedia's concealer delays its output by a constant, so this is found once from verbatim marker tails."""
     keys = np.ascontiguousarray(halves[:, _KEY_AT : _KEY_AT + 4]).view(np.uint64).ravel()
-    row_of = dict(zip(keys.tolist(), range(len(keys)), strict=True))
     windows = np.ascontiguousarray(sliding_window_view(stream, 4)).view(np.uint64).ravel()
-    found = []
-    for pos in np.nonzero(np.isin(windows, keys))[0].tolist():
-        row, start = row_of[int(windows[pos])], pos - _KEY_AT
-        if start + HALF_SAMPLES <= len(stream) and np.array_equal(
-            stream[start + _TAIL_FROM : start + HALF_SAMPLES], halves[row, _TAIL_FROM:]
-        ):
-            found.append((start, row))
-    return found
+    starts = (np.nonzero(np.isin(windows, keys))[0] - _KEY_AT) % HALF_SAMPLES
+    if not len(starts):
+        raise ValueError("no marker found in the callee's played audio: the relay path did not carry the call")
+    return int(np.bincount(starts).argmax())
+
+
+def slot_rows(stream: np.ndarray, halves: np.ndarray, offset: int) -> tuple[list[int | None], int]:
+    """The marker half (row) each 10 ms slot of the stream carries, or None. pjmedia cross-fades 5 ms at each
+    edge of a concealment, so a half is matched by a verbatim head or tail; one with both edges faded (between
+    two concealments) by its correlation with the next unplayed halves (counted: the second value)."""
+    n = (len(stream) - offset) // HALF_SAMPLES
+    slots = stream[offset : offset + n * HALF_SAMPLES].reshape(n, HALF_SAMPLES)
+    head = {h[:_MERGE].tobytes(): r for r, h in enumerate(halves)}
+    tail = {h[_MERGE:].tobytes(): r for r, h in enumerate(halves)}
+    rows = [head.get(x[:_MERGE].tobytes(), tail.get(x[_MERGE:].tobytes())) for x in slots]
+    seen = {r for r in rows if r is not None}
+    last, fuzzy = -1, 0
+    for i, row in enumerate(rows):
+        if row is not None:
+            last = max(last, row)
+            continue
+        candidates = [c for c in range(last + 1, min(len(halves), last + 1 + _FUZZY_ROWS)) if c not in seen]
+        x = slots[i].astype(np.float64)
+        if last < 0 or not candidates or not x.any():
+            continue
+        h = halves[candidates].astype(np.float64)
+        corr = (h @ x) / (np.linalg.norm(h, axis=1) * np.linalg.norm(x))
+        best = int(corr.argmax())
+        if corr[best] >= _FUZZY_MIN_CORR:
+            rows[i] = candidates[best]
+            seen.add(candidates[best])
+            last, fuzzy = max(last, candidates[best]), fuzzy + 1
+    return rows, fuzzy
 
 
 def played_stream(frames: list[tuple[float, bytes]]) -> tuple[np.ndarray, np.ndarray]:
@@ -94,20 +120,23 @@ def played_stream(frames: list[tuple[float, bytes]]) -> tuple[np.ndarray, np.nda
     return pcm, np.array([t for t, _ in frames])
 
 
-def _walk(found: list[tuple[int, int]], released: list[float | None], ticks: np.ndarray
-          ) -> tuple[dict[int, float], float]:
-    """First playout of each half (time its packet's first sample played) and inserted samples: stream
-    between two played halves beyond what the missing halves between them account for."""
+def _walk(rows: list[int | None], offset: int, released: list[float | None], ticks: np.ndarray
+          ) -> tuple[dict[int, float], int]:
+    """Tick at which each half's packet started playing (first playout only) and the number of inserted
+    slots: unmatched slots between two played halves beyond the missing halves they stand in for."""
     played: dict[int, float] = {}
-    inserted, prev_end, prev_row = 0, -1, -1
-    for start, row in found:
-        if row in played or released[row // 2] is None:
-            continue  # a verbatim repeat by the concealer, not a packet
-        if prev_end >= 0:
-            inserted += max(0, start - prev_end - HALF_SAMPLES * max(0, row - prev_row - 1))
-        played[row] = ticks[start // FRAME_SAMPLES] + (start % FRAME_SAMPLES - (row % 2) * HALF_SAMPLES) / RATE_HZ
-        prev_end, prev_row = start + HALF_SAMPLES, max(prev_row, row)
-    return played, inserted / HALF_SAMPLES
+    inserted, pending, last = 0, 0, -1
+    for i, row in enumerate(rows):
+        if row is None or row in played or released[row // 2] is None:
+            pending += last >= 0  # concealment, silence, or a verbatim repeat by the concealer
+            continue
+        start = offset + i * HALF_SAMPLES
+        lead = start % FRAME_SAMPLES - offset - (row % 2) * HALF_SAMPLES  # 0 or ±10 ms into the tick
+        played[row] = float(ticks[start // FRAME_SAMPLES]) + lead / RATE_HZ
+        if last >= 0:
+            inserted += max(0, pending - max(0, row - last - 1))
+        pending, last = 0, max(last, row)
+    return played, inserted
 
 
 def score_playout(trace: list[TracePacket], log: dict[str, Any], frames: list[tuple[float, bytes]]
@@ -117,14 +146,13 @@ def score_playout(trace: list[TracePacket], log: dict[str, Any], frames: list[tu
     released: list[float | None] = log["released"] + [None] * (len(trace) - len(log["released"]))
     t0: float = log["t0"]
     stream, ticks = played_stream(frames)
-    found = locate_halves(stream, marker_halves(len(trace)))
-    played, inserted = _walk(found, released, ticks)
-    # pjmedia's decoder plays every packet a constant few ms after the tick that took it from the buffer
-    # (its WSOLA concealer keeps a delay line); that is not buffer delay, so it is reported apart.
-    line_s = statistics.median_low((s - (r % 2) * HALF_SAMPLES) % FRAME_SAMPLES for s, r in found) / RATE_HZ
-    added = [(t - line_s - released[r // 2]) * 1000 for r, t in played.items()]  # type: ignore[operator]
+    halves = marker_halves(len(trace))
+    offset = grid_offset(stream, halves)
+    rows, fuzzy = slot_rows(stream, halves, offset)
+    played, inserted = _walk(rows, offset, released, ticks)
+    added = [(t - released[r // 2]) * 1000 for r, t in played.items()]  # type: ignore[operator]
     net = [r - t0 - p.send_time_s for p, r in zip(trace, released, strict=True) if r is not None]
-    above = [(t - line_s - t0 - trace[r // 2].send_time_s - min(net)) * 1000 for r, t in played.items()]
+    above = [(t - t0 - trace[r // 2].send_time_s - min(net)) * 1000 for r, t in played.items()]
     unplayed = 2 * len(net) - len(played)
     return {
         "mean_added_delay_ms": round(statistics.fmean(added), 3),
@@ -134,9 +162,11 @@ def score_playout(trace: list[TracePacket], log: dict[str, Any], frames: list[tu
         "conceal_or_drop_pct": round(100 * (unplayed + inserted) / (2 * len(trace)), 3),
         "network_loss_pct": round(100 * sum(p.arrival_time_s is None for p in trace) / len(trace), 3),
         "late_or_dropped_packets": unplayed / 2,
-        "inserted_frames": round(inserted / 2, 2),
-        "decoder_delay_line_ms": round(line_s * 1000, 3),
-        "mean_added_delay_incl_decoder_ms": round(statistics.fmean(added) + line_s * 1000, 3),
+        "inserted_frames": inserted / 2,
+        # pjmedia's concealer plays everything this much after the tick that took it from the buffer (it
+        # keeps a delay line to cross-fade); not buffer delay, so it is not in mean_added_delay_ms
+        "decoder_delay_line_ms": offset / RATE_HZ * 1000,
+        "halves_matched_by_correlation": fuzzy,
         "first_last_played_s": [min(played.values()), max(played.values())],
     }
 
@@ -335,10 +365,10 @@ def _sdp_via(relay_port: int, rtp_port: int) -> Any:
     return rewrite
 
 
-def _start_relay(name: str, seconds: float | None, relay_port: int, rtp_port: int, phase_ms: float
-                 ) -> subprocess.Popen[str]:
+def _start_relay(name: str, seconds: float | None, relay_port: int, rtp_port: int, phase_ms: float,
+                 log_path: Path) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "bench.trace_relay", "--trace", name, "--listen-port", str(relay_port),
-           "--forward-port", str(rtp_port), "--phase-ms", str(phase_ms), "--realtime"]
+           "--forward-port", str(rtp_port), "--phase-ms", str(phase_ms), "--realtime", "--log", str(log_path)]
     if seconds is not None:
         cmd += ["--seconds", str(seconds)]
     relay = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -365,20 +395,20 @@ def _poll_until_done(relay: subprocess.Popen[str], leg: Any, deadline: float) ->
 
 
 def _measure(pj: Any, cls: dict[str, type], sip_port: int, name: str, seconds: float | None, phase_ms: float,
-             wav: Path) -> dict[str, Any]:
+             tmp: Path) -> dict[str, Any]:
     """One call caller → relay → callee carrying one trace; returns the scored result."""
     relay_port = _free_port_pair()
     rtp_port = _free_port_pair()
     while rtp_port in (relay_port, relay_port + 1, relay_port - 1):
         rtp_port = _free_port_pair()
-    relay = _start_relay(name, seconds, relay_port, rtp_port, phase_ms)
+    relay = _start_relay(name, seconds, relay_port, rtp_port, phase_ms, tmp / f"relay-{name}.json")
     capture = cls["Capture"]()
     fmt = pj.MediaFormatAudio()
     fmt.type, fmt.clockRate, fmt.channelCount, fmt.bitsPerSample = pj.PJMEDIA_TYPE_AUDIO, 8000, 1, 16
     fmt.frameTimeUsec, fmt.avgBps, fmt.maxBps = 20000, 128000, 128000
     capture.createPort(f"capture-{name}", fmt)
     player = pj.AudioMediaPlayer()
-    player.createPlayer(str(wav), 0)  # loops
+    player.createPlayer(str(tmp / "tone.wav"), 0)  # loops
     callee = _account(pj, cls["Callee"](lambda acc, cid: cls["Leg"](
         acc, cid, lambda m: m.startTransmit(capture), _sdp_via(relay_port, rtp_port))),
         f"callee-{name}", sip_port, rtp_port)
@@ -399,7 +429,7 @@ def _measure(pj: Any, cls: dict[str, type], sip_port: int, name: str, seconds: f
     relay.stdin.close()
     samples = _poll_until_done(relay, in_leg, time.monotonic() + trace[-1].send_time_s + 20)
     capture.recording = False
-    log = json.loads(relay.stdout.read().strip().splitlines()[-1])
+    log = json.loads((tmp / f"relay-{name}.json").read_text())
     if os.environ.get("PJMEDIA_JB_DUMP"):
         Path(os.environ["PJMEDIA_JB_DUMP"]).write_text(json.dumps({"log": log, "frames": [(t, f.hex()) for t, f in capture.frames]}))
     info = in_leg.getStreamInfo(0)
@@ -450,10 +480,9 @@ def _worker(names: list[str], seconds: float | None, phase_ms: float) -> dict[st
     ep, sip_port, _writer = _endpoint(pj, cls)
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        wav = Path(tmp) / "tone.wav"
-        _write_tone(wav)
+        _write_tone(Path(tmp) / "tone.wav")
         for name in names:
-            out[name] = _measure(pj, cls, sip_port, name, seconds, phase_ms, wav)
+            out[name] = _measure(pj, cls, sip_port, name, seconds, phase_ms, Path(tmp))
     out["realtime_sched"] = realtime
     out["how"] = HOW
     out["slice_s"] = seconds

@@ -25,6 +25,7 @@ import struct
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 try:
@@ -168,12 +169,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen-port", type=int, required=True, help="RTP port (RTCP on port + 1)")
     parser.add_argument("--forward-port", type=int, required=True, help="receiver's RTP port on 127.0.0.1")
     parser.add_argument("--phase-ms", type=float, default=0.0, help="t0 = first receive time − phase")
+    parser.add_argument("--log", default=None, help="write the JSON log here instead of stdout")
     parser.add_argument("--realtime", action="store_true", help="SCHED_FIFO if permitted (steadier release)")
     args = parser.parse_args(argv)
     realtime = args.realtime and try_realtime()
     schedule = TraceSchedule(trace_slice(args.trace, args.seconds), args.phase_ms / 1000)
     log = _relay(args, schedule) | {"realtime": realtime}
-    print(json.dumps(log), flush=True)
+    if args.log is None:
+        print(json.dumps(log), flush=True)
+    else:
+        Path(args.log).write_text(json.dumps(log))
     return 0
 
 

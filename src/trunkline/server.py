@@ -63,8 +63,7 @@ class RecordedCalls:
         bind_call(call_id=str(record_id), tenant_id=tenant or "-")
         started = datetime.now(UTC)
         codec = call.media.codec if call.media else None
-        if tenant:
-            self._store.record_call_started(
+        self._store.record_call_started(
                 CallRecord(
                     tenant_id=tenant,
                     call_id=record_id,
@@ -78,7 +77,9 @@ class RecordedCalls:
                 )
             )
         else:
+            # Disabled, broken or unknown tenant: nothing may answer for it (SipService hangs up on return).
             log.warning("call.tenant_not_serving", tenant=call.tenant)
+            return
         reason = "hangup"
         try:
             await self._handler(call)

