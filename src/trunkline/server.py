@@ -1,7 +1,8 @@
 """The composition root: config → tenants, call store, media engine, SIP service, per-call handler.
 
 Lifecycle: SIGTERM/SIGINT drain (new INVITEs get 503, calls in progress finish or hit the drain timeout,
-registrations are removed) and exit 0; SIGHUP (or a changed tenant file) reloads tenants without touching calls.
+registrations are removed) and exit 0; SIGHUP (or a changed tenant file) reloads tenants without touching
+calls. A call for a tenant that is not serving (disabled, broken, unknown) is hung up at once.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from trunkline.store import (
     StoreSettings,
     open_call_store,
 )
-from trunkline.tenants.registry import TenantRegistry, watch_tenants
+from trunkline.tenants.registry import ReloadReport, TenantRegistry, watch_tenants
 
 log = get_logger("trunkline.server")
 CallHandler = Callable[[Any], Awaitable[None]]
@@ -58,28 +59,29 @@ class RecordedCalls:
         self._handler = handler
 
     async def __call__(self, call: Any) -> None:
-        record_id = uuid.uuid4()
         tenant = call.tenant if call.tenant and self._tenants.get(call.tenant) else None
-        bind_call(call_id=str(record_id), tenant_id=tenant or "-")
-        started = datetime.now(UTC)
-        codec = call.media.codec if call.media else None
-        self._store.record_call_started(
-                CallRecord(
-                    tenant_id=tenant,
-                    call_id=record_id,
-                    direction=Direction(call.direction),
-                    from_number=call.remote_number if call.direction == "inbound" else call.did,
-                    to_number=call.did if call.direction == "inbound" else call.remote_number,
-                    started_at=started,
-                    sip_call_id=call.call_id,
-                    codec=codec,
-                    answered_at=started,
-                )
-            )
-        else:
-            # Disabled, broken or unknown tenant: nothing may answer for it (SipService hangs up on return).
+        if tenant is None:
+            # Disabled, broken or unknown tenant: nothing answers for it (SipService hangs up on return).
             log.warning("call.tenant_not_serving", tenant=call.tenant)
             return
+        record_id = uuid.uuid4()
+        bind_call(call_id=str(record_id), tenant_id=tenant)
+        started = datetime.now(UTC)
+        codec = call.media.codec if call.media else None
+        inbound = call.direction == "inbound"
+        self._store.record_call_started(
+            CallRecord(
+                tenant_id=tenant,
+                call_id=record_id,
+                direction=Direction(call.direction),
+                from_number=call.remote_number if inbound else call.did,
+                to_number=call.did if inbound else call.remote_number,
+                started_at=started,
+                sip_call_id=call.call_id,
+                codec=codec,
+                answered_at=started,
+            )
+        )
         reason = "hangup"
         try:
             await self._handler(call)
@@ -88,18 +90,17 @@ class RecordedCalls:
             log.exception("call.handler_failed")
             raise
         finally:
-            if tenant:
-                self._store.record_call_ended(
-                    CallEnd(
-                        tenant_id=tenant,
-                        call_id=record_id,
-                        ended_at=datetime.now(UTC),
-                        end_reason=call.end_reason or reason,
-                        codec=codec,
-                        answered_at=started,
-                        media=media_quality(call.leg),
-                    )
+            self._store.record_call_ended(
+                CallEnd(
+                    tenant_id=tenant,
+                    call_id=record_id,
+                    ended_at=datetime.now(UTC),
+                    end_reason=call.end_reason or reason,
+                    codec=codec,
+                    answered_at=started,
+                    media=media_quality(call.leg),
                 )
+            )
 
 
 def load_tenants(config: Config, environ: Mapping[str, str]) -> TenantRegistry:
@@ -133,44 +134,65 @@ def default_handler(config: Config) -> CallHandler:
     return DemoCalls(greeting, config.server.state_dir / "recordings")
 
 
+class TenantReloads:
+    """SIGHUP and the tenant file watcher both end here: log each problem, then sync the store's tenants."""
+
+    def __init__(self, tenants: TenantRegistry) -> None:
+        self._tenants = tenants
+        self.store: CallStore | None = None  # set once open; until then only the registry reloads
+        self._syncs: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps only weak ones
+
+    def on_sighup(self) -> None:
+        log.info("tenants.reload_requested")
+        self.after_reload(self._tenants.reload(force=True))
+
+    def after_reload(self, report: ReloadReport) -> None:
+        for line in report.problem_lines():
+            log.error("tenants.problem", problem=line)
+        if self.store is None:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self.store.sync_tenants(self._tenants.serving().values())
+        )
+        self._syncs.add(task)
+        task.add_done_callback(self._synced)
+
+    def _synced(self, task: asyncio.Task[None]) -> None:
+        self._syncs.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("store.tenant_sync_failed", error=type(task.exception()).__name__)
+
+
 async def serve(config: Config, environ: Mapping[str, str], ready: Callable[[], None] | None = None) -> int:
     """Run until SIGTERM/SIGINT, then drain and return 0."""
     from trunkline.mediaserver.engine import MediaEngine
     from trunkline.sip.service import SipService
 
     loop = asyncio.get_running_loop()
-    config.server.state_dir.mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    config.server.state_dir.mkdir(parents=True, exist_ok=True)
     tenants = load_tenants(config, environ)
+    reloads = TenantReloads(tenants)
+    loop.add_signal_handler(signal.SIGHUP, reloads.on_sighup)
     store = await open_store(config, environ)
-    await store.sync_tenants(tenants.serving().values())
-
-    def reload_tenants() -> None:
-        report = tenants.reload(force=True)
-        for line in report.problem_lines():
-            log.error("tenants.problem", problem=line)
-        sync = loop.create_task(store.sync_tenants(tenants.serving().values()))
-        sync.add_done_callback(lambda t: t.exception() and log.warning("store.tenant_sync_failed"))
-
     engine = MediaEngine(config.media.rtp_host, config.media.rtp_port_min, config.media.rtp_port_max)
     service = SipService()
     try:
+        await store.sync_tenants(tenants.serving().values())
+        reloads.store = store
         await engine.start()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reload_tenants)
-        handler = RecordedCalls(store, tenants, default_handler(config))
-        await service.start(loop, config, engine, handler)
-        async with asyncio.TaskGroup() as group:
-            watcher = group.create_task(watch_tenants(tenants, stop=stop))
-            log.info("server.ready", sip_port=config.sip.listen_port, tenants=len(tenants.serving()))
-            print("TRUNKLINE-READY", flush=True)
-            if ready:
-                ready()
-            await stop.wait()
-            log.info("server.draining")
-            await service.drain()
-            watcher.cancel()
+        await service.start(loop, config, engine, RecordedCalls(store, tenants, default_handler(config)))
+        watcher = asyncio.create_task(watch_tenants(tenants, on_reload=reloads.after_reload, stop=stop))
+        log.info("server.ready", sip_port=config.sip.listen_port, tenants=len(tenants.serving()))
+        print("TRUNKLINE-READY", flush=True)
+        if ready:
+            ready()
+        await stop.wait()
+        log.info("server.draining")
+        await service.drain()
+        await watcher  # returns once `stop` is set
     finally:
         with contextlib.suppress(Exception):
             await service.aclose()

@@ -93,6 +93,18 @@ async def test_piper_speech_round_trips_through_whisper_at_8_khz(
     assert transcript.processing_ms > 0 and transcript.words is None
 
 
+@pytest.mark.parametrize("text", [BOOKING, "Yes, that works."])
+async def test_fitted_encoder_window_hears_the_same(
+    asr_pool: BoundedPool, piper: LocalPiper, text: str
+) -> None:
+    fitted = LocalWhisper(asr_pool, cpu_threads=2, fitted_window=True)
+    pcm = np.concatenate([c.pcm for c in await speak(piper, text)])
+    async with asyncio.timeout(30):
+        transcript = await fitted.transcribe(np.concatenate([np.zeros(1600, np.int16), pcm]), 8000)
+    assert words(transcript.text) >= words(text) - {"ten", "i'd", "i", "d"}, transcript.text
+    assert transcript.no_speech_prob is not None and transcript.no_speech_prob < 0.5
+
+
 async def test_piper_streams_one_chunk_per_sentence(piper: LocalPiper) -> None:
     text = "Hello there. We are open until six. Goodbye."
     chunks = await speak(piper, text)

@@ -27,7 +27,8 @@ STACK_ANSWERS: dict[str, int | None] = {
     "transports.dat": 200, "unreason.dat": None, "noreason.dat": None, "lwsstart.dat": 404, "trws.dat": 200,
     "baddate.dat": 404, "badbranch.dat": 200, "zeromf.dat": 200,
     "rfc5118/via-received-param-with-delim.dat": 481, "rfc5118/via-received-param-no-delim.dat": 200,
-    "rfc5118/ipv6-in-sdp.dat": 404, "rfc5118/ipv6-in-sdp.cl-fixed.dat": 404, "rfc5118/mult-ip-in-header.dat": 481,
+    "rfc5118/ipv6-in-sdp.dat": 404, "rfc5118/ipv6-in-sdp.cl-fixed.dat": 404,
+    "rfc5118/mult-ip-in-header.dat": 481,
     "rfc5118/mult-ip-in-sdp.dat": 404, "rfc5118/mult-ip-in-sdp.cl-fixed.dat": 404,
     "rfc5118/ipv4-mapped-ipv6.dat": 404, "rfc5118/ipv4-mapped-ipv6.cl-fixed.dat": 404,
     "rfc5118/ipv6-correct-abnf-2-colons.dat": 200,
@@ -72,8 +73,10 @@ def options(port: int, local_port: int) -> bytes:
     """A well-formed OPTIONS with a fresh Call-ID: the liveness probe and the end-of-round barrier."""
     tag = uuid.uuid4().hex
     return (
-        f"OPTIONS sip:probe@127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{tag}\r\n"
-        f"From: <sip:probe@127.0.0.1>;tag={tag[:8]}\r\nTo: <sip:probe@127.0.0.1:{port}>\r\nCall-ID: {tag}@probe\r\n"
+        f"OPTIONS sip:probe@127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{local_port};branch=z9hG4bK{tag}\r\n"
+        f"From: <sip:probe@127.0.0.1>;tag={tag[:8]}\r\nTo: <sip:probe@127.0.0.1:{port}>\r\n"
+        f"Call-ID: {tag}@probe\r\n"
         "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     ).encode()
 

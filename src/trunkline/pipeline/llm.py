@@ -262,7 +262,7 @@ class LlmTurnRunner:
         except openai.APIConnectionError as exc:
             log.warning("llm.connection_failed", model=self._model)
             raise LlmUnavailable("connection", retryable=True, spoken=spoken) from exc
-        except openai.APIError as exc:
+        except (openai.APIError, ValueError) as exc:  # ValueError: an SSE event that is not JSON
             log.warning("llm.stream_error", error=type(exc).__name__, model=self._model)
             raise LlmUnavailable("stream_error", retryable=True, spoken=spoken) from exc
 

@@ -24,8 +24,8 @@ _WORD = re.compile(r"[a-z0-9']+")
 def window_frames(content_frames: int, min_frames: int = DEFAULT_MIN_WINDOW_FRAMES) -> int:
     """Encoder window for `content_frames` of audio: content plus a tail, rounded up, at least `min_frames`,
     at most the full 30 s window."""
-    wanted = -(-(content_frames + TAIL_FRAMES) // WINDOW_STEP_FRAMES) * WINDOW_STEP_FRAMES
-    return min(FULL_WINDOW_FRAMES, max(min_frames, wanted))
+    wanted = max(min_frames, content_frames + TAIL_FRAMES)
+    return min(FULL_WINDOW_FRAMES, -(-wanted // WINDOW_STEP_FRAMES) * WINDOW_STEP_FRAMES)
 
 
 def max_tokens_for(duration_s: float) -> int:

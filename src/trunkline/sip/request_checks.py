@@ -13,6 +13,7 @@ from trunkline.sip.sanitise import CANONICAL_NAMES, render_content_type
 ACCEPT_SDP = (("Accept", "application/sdp"),)
 _QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 _PART_SPLIT = re.compile(rb"\r?\n\r?\n")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _MULTIPART = ("multipart/mixed", "multipart/alternative", "multipart/related")
 
 
@@ -123,5 +124,5 @@ def _check_text(sdp: bytes) -> None:
         text = sdp.decode("utf-8")
     except UnicodeDecodeError:
         raise Reject(400, "SDP is not UTF-8 text") from None
-    if any((ord(c) < 0x20 and c not in "\r\n\t") or c == "\x7f" for c in text):
+    if _CONTROL.search(text):
         raise Reject(400, "control character in SDP")

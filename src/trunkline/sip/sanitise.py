@@ -34,7 +34,7 @@ CANONICAL_NAMES = {
     "cc-diversion": "CC-Diversion", "mime-version": "MIME-Version",
 }  # fmt: skip
 # Characters `str.splitlines()` treats as line breaks; inside a header they would split it for sippy.
-LINE_BREAKERS = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+LINE_BREAKERS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # and "\n", which frame() already split on
 _BREAKER_TABLE = {ord(c): " " for c in LINE_BREAKERS}
 # Headers sippy parses as addresses but that a UAS can live without: dropped when not renderable.
 OPTIONAL_ADDRESS = frozenset({"p-asserted-identity", "diversion", "cc-diversion", "also", "path"})

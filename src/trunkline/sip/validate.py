@@ -228,18 +228,19 @@ def _render(
         lines.extend(f"{label}: {v}" for v in _render_value(header.name, header.value, config, request))
     if content_type is not None:
         lines.append(f"Content-Type: {content_type}")
-    try:
-        text_lines = [_clean(line.encode("latin-1").decode("utf-8")) for line in lines]
+    try:  # header values hold no "\n" (frame split on it), so it can delimit lines here
+        head = "\n".join(lines).encode("latin-1").decode("utf-8")
         body_text = body.decode("utf-8")
     except UnicodeError:
         raise Reject(400, "message is not UTF-8 text") from None
+    text_lines = [_trim(line) for line in strip_breakers(head).split("\n")]
     text_lines.append(f"Content-Length: {len(body_text)}")
     return ("\r\n".join(text_lines) + "\r\n\r\n" + body_text).encode("utf-8")
 
 
-def _clean(line: str) -> str:
-    """A header line with sippy's line breakers blanked and the value trimmed again afterwards."""
-    name, sep, value = strip_breakers(line).partition(": ")
+def _trim(line: str) -> str:
+    """A header line whose value is trimmed again (blanked line breakers may have left spaces at its ends)."""
+    name, sep, value = line.partition(": ")
     return f"{name}{sep}{value.strip(' ')}" if sep else name
 
 

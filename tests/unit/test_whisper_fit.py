@@ -1,0 +1,64 @@
+"""The fitted encoder window's sizing, token cap and loop detector (the model-free parts)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trunkline.pipeline.whisper_fit import FULL_WINDOW_FRAMES, looks_repetitive, max_tokens_for, window_frames
+
+
+@pytest.mark.parametrize(
+    ("content", "min_frames", "expected"),
+    [
+        (200, 1000, 1000),
+        (950, 1000, 1100),
+        (1000, 500, 1100),
+        (1, 100, 200),
+        (10, 101, 200),
+        (2950, 1000, 3000),
+        (9000, 1000, 3000),
+    ],
+)
+def test_window_frames(content: int, min_frames: int, expected: int) -> None:
+    assert window_frames(content, min_frames) == expected
+
+
+@given(st.integers(0, 10_000), st.integers(100, 3000))
+def test_window_covers_the_speech_or_is_the_full_window(content: int, min_frames: int) -> None:
+    frames = window_frames(content, min_frames)
+    assert frames % 100 == 0 and min(min_frames, FULL_WINDOW_FRAMES) <= frames <= FULL_WINDOW_FRAMES
+    assert frames >= content + 100 or frames == FULL_WINDOW_FRAMES
+
+
+def test_token_cap_grows_with_duration_and_is_bounded() -> None:
+    assert max_tokens_for(0.5) < max_tokens_for(2.0) < max_tokens_for(10.0) <= 220
+    assert max_tokens_for(60.0) == 220
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Yes? Yes? Yes? Yes?",
+        "No. No. No.",
+        "Okay, thanks. Okay, thanks. Okay, thanks.",
+        "at ten at ten at ten",
+    ],
+)
+def test_loops_are_detected(text: str) -> None:
+    assert looks_repetitive(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'd like to book a cleaning on Tuesday at 10.",
+        "No, no.",
+        "Okay, thanks. Thanks.",
+        "",
+        "My number is 555-1234.",
+    ],
+)
+def test_normal_speech_is_not_a_loop(text: str) -> None:
+    assert not looks_repetitive(text)
