@@ -344,7 +344,7 @@ def _measure(
     return result
 
 
-def _worker(seconds: float | None) -> dict[str, Any]:
+def _worker(seconds: float | None, names: list[str]) -> dict[str, Any]:
     """The child process: one endpoint, one call per trace, one after the other."""
     try:
         import pjsua2 as pj  # GPL-2.0: imported here only
@@ -357,7 +357,7 @@ def _worker(seconds: float | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         _write_tone(Path(tmp) / "tone.wav")
-        for name in TRACES:
+        for name in names:
             out[name] = _measure(pj, cls, sip_port, name, seconds, Path(tmp))
     return out | {
         "how": HOW,
@@ -367,12 +367,14 @@ def _worker(seconds: float | None) -> dict[str, Any]:
     }
 
 
-def run(seconds: float | None = None, timeout_s: float = 175.0) -> dict[str, Any]:
-    """pjmedia's numbers for every trace (JSON-serialisable), measured in a child process. `seconds` replays
-    only the first N seconds of each trace (our side must then replay the same slice)."""
+def run(
+    seconds: float | None = None, traces: tuple[str, ...] = tuple(TRACES), timeout_s: float = 175.0
+) -> dict[str, Any]:
+    """pjmedia's numbers per trace (JSON-serialisable), measured in a child process. `seconds` replays only
+    the first N seconds of each trace (our side must then replay the same slice)."""
     if importlib.util.find_spec("pjsua2") is None:
         raise RuntimeError(NOT_INSTALLED)
-    cmd = [sys.executable, "-m", "bench.pjmedia_jb", "--worker"]
+    cmd = [sys.executable, "-m", "bench.pjmedia_jb", "--worker", "--traces", ",".join(traces)]
     cmd += [] if seconds is None else ["--seconds", str(seconds)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -386,11 +388,12 @@ def run(seconds: float | None = None, timeout_s: float = 175.0) -> dict[str, Any
 
 def _main(argv: list[str]) -> None:
     seconds = float(argv[argv.index("--seconds") + 1]) if "--seconds" in argv else None
+    traces = argv[argv.index("--traces") + 1].split(",") if "--traces" in argv else list(TRACES)
     if "--worker" not in argv:
-        print(json.dumps(run(seconds), indent=2))
+        print(json.dumps(run(seconds, tuple(traces)), indent=2))
         return
     try:
-        result = _worker(seconds)
+        result = _worker(seconds, traces)
     except Exception as exc:  # reported to the parent, which raises it
         traceback.print_exc()
         result = {"error": f"{type(exc).__name__}: {exc}"}

@@ -165,13 +165,17 @@ def timing_quality(log: dict[str, Any], frames: list[tuple[float, bytes]]) -> di
     late = sorted((r - s) * 1000 for r, s in pairs if r is not None and s is not None)
     ticks = np.diff([t for t, _ in frames]) * 1000
     received = zip(log["received"], log["scheduled"], strict=True)
+    gaps = np.diff(log["received"]) * 1000
     return {
         "realtime_sched": log.get("realtime"),
         "relay_release_late_ms_p50_p99_max": [
             round(x, 3) for x in (late[len(late) // 2], late[-len(late) // 100], late[-1])
         ],
         "sender_after_slot_packets": sum(1 for rx, s in received if s is not None and rx > s),
-        "bridge_tick_ms_p1_p99": [round(float(np.percentile(ticks, q)), 3) for q in (1, 99)],
+        "sender_gap_ms_max": round(float(gaps.max()), 3),
+        "bridge_tick_ms_p1_p99_max": [
+            round(float(x), 3) for x in (*np.percentile(ticks, [1, 99]), ticks.max())
+        ],
         "tick_phase_ms": round(((log["grid_s"] - log["t0"]) * 1000) % 20, 3),
     }
 

@@ -13,7 +13,7 @@ import signal
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trunkline.config.model import Config
 from trunkline.logs import bind_call, get_logger
@@ -28,25 +28,31 @@ from trunkline.store import (
 )
 from trunkline.tenants.registry import ReloadReport, TenantRegistry, watch_tenants
 
+if TYPE_CHECKING:
+    from trunkline.mediaserver.leg import Leg
+
 log = get_logger("trunkline.server")
 CallHandler = Callable[[Any], Awaitable[None]]
 
 
-def media_quality(leg: Any) -> MediaQuality:
-    """The leg's RTP counters at hang-up, in the store's terms (zeros if the leg has none)."""
-    try:
-        counters = leg.stats().counters
-        jb = leg.stats().jitter
-    except Exception:  # a leg that never opened has no stats; the call record is still written
+def media_quality(leg: Leg | None) -> MediaQuality:
+    """The leg's RTP counters at hang-up, in the store's terms (zeros for a call that never had a leg)."""
+    if leg is None:
         return MediaQuality()
+    try:
+        stats = leg.stats()
+    except Exception:  # the call record must still be written
+        log.exception("call.media_stats_failed")
+        return MediaQuality()
+    counters, jb = stats.counters, stats.jitter_buffer
     return MediaQuality(
-        packets_received=int(getattr(counters, "received", 0)),
-        packets_sent=int(getattr(counters, "sent", 0)),
-        packets_lost=int(getattr(jb, "lost", 0)),
-        packets_late=int(getattr(jb, "late", 0)),
-        packets_discarded=int(getattr(jb, "overflow_dropped", 0)) + int(getattr(jb, "duplicate", 0)),
-        concealed_frames=int(getattr(jb, "concealed", 0)),
-        jitter_mean_ms=float(getattr(counters, "jitter_ms", 0.0)),
+        packets_received=counters.received,
+        packets_sent=counters.sent,
+        packets_lost=max(0, stats.rtp_lost),  # negative when duplicates outnumber losses (RFC 3550 A.3)
+        packets_late=jb.late,
+        packets_discarded=jb.overflow_dropped + jb.duplicate + jb.discarded,
+        concealed_frames=counters.frames_concealed,
+        jitter_mean_ms=stats.interarrival_jitter_ms,  # RFC 3550 smoothed interarrival jitter
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -285,3 +286,26 @@ async def test_cancel_during_a_tool_leaves_a_valid_history(stub: OpenAIStub, cli
         "tool_call_id": "call_9",
         "content": INTERRUPTED_TOOL_CONTENT,
     }
+
+
+async def test_error_event_mid_stream_is_unavailable(stub: OpenAIStub, client: Any) -> None:
+    chunks = text_chunks(["Let me see", ". One"])
+    stub.chat.append(ChatStream((*chunks[:3], {"error": {"message": "overloaded", "type": "server_error"}})))
+    conv = conversation()
+    with pytest.raises(LlmUnavailable) as info:
+        await collect(LlmTurnRunner(client, model="stub-model", limits=FAST), conv)
+    assert info.value.reason == "stream_error" and info.value.spoken
+    assert conv.messages[-1] == {"role": "assistant", "content": "Let me see. One"}
+
+
+async def test_endpoint_down_is_unavailable_at_once() -> None:
+    with socket.socket() as probe:  # a port on 127.0.0.1 that nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    api = make_openai_client(f"http://127.0.0.1:{port}/v1", None)
+    try:
+        with pytest.raises(LlmUnavailable) as info:
+            await collect(LlmTurnRunner(api, model="m", limits=FAST), conversation())
+    finally:
+        await api.close()
+    assert info.value.reason == "connection" and info.value.retryable

@@ -202,14 +202,14 @@ class OpenAIStub:
     async def _record(self, request: Request) -> Recorded:
         headers = {k.lower(): v for k, v in request.headers.items()}
         if headers.get("content-type", "").startswith("multipart/form-data"):
-            form = await request.form()
             fields: dict[str, str] = {}
             files: dict[str, tuple[str, bytes]] = {}
-            for key, value in form.multi_items():
-                if isinstance(value, str):
-                    fields[key] = value
-                else:
-                    files[key] = (value.filename or "", await value.read())
+            async with request.form() as form:  # closes the uploaded files' temp storage
+                for key, value in form.multi_items():
+                    if isinstance(value, str):
+                        fields[key] = value
+                    else:
+                        files[key] = (value.filename or "", await value.read())
             rec = Recorded(request.url.path, headers, None, fields, files)
         else:
             body = await request.body()

@@ -1,0 +1,174 @@
+"""The jitter buffer's delay estimator (pure): transit statistics of one stream and the playout offset they
+call for.
+
+Each packet's transit (arrival − RTP timestamp / clock) updates a running mean and, once playout has started,
+an exponentially forgetting histogram whose bins line up with the playout offsets a 20 ms pacer can realise
+(a quarter frame wide). The target offset k (frames above the offset playout started with) minimises
+`k × frame + late_cost × share of packets later than k`: Gaussian jitter is covered to a high quantile, while
+rare delay spikes are not worth a permanently higher delay. The target rises at once and falls only when that
+clearly pays (by more than `shrink_margin_ms`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+_MIN_SAMPLES = 25  # transit observations before the target may move
+_BINS_PER_FRAME = 4
+_EWMA = 1 / 64
+_RANGE_MARGIN_S = 2.0  # histogram span beyond the delay bounds (clock drift, route changes)
+_FORGOTTEN = 1e-6  # bins at the edges holding less than this share of the weight are outliers long gone
+
+
+class DelayEstimator:
+    """Transit mean and histogram of one stream; `retarget()` moves `k_target`. Time is passed in."""
+
+    __slots__ = (
+        "_bin_s",
+        "_bins",
+        "_forget",
+        "_frame_s",
+        "_hi",
+        "_late_cost",
+        "_lo",
+        "_max_delay_s",
+        "_min_delay_s",
+        "_observed",
+        "_off",
+        "_shrink_margin_ms",
+        "_total",
+        "_weight",
+        "k_target",
+        "mean_s",
+        "origin_s",
+    )
+
+    def __init__(
+        self,
+        frame_s: float,
+        min_delay_s: float,
+        max_delay_s: float,
+        late_cost_ms: float,
+        forget_packets: int,
+        shrink_margin_ms: float,
+    ) -> None:
+        self._frame_s = frame_s
+        self._bin_s = frame_s / _BINS_PER_FRAME
+        self._min_delay_s = min_delay_s
+        self._max_delay_s = max_delay_s
+        self._late_cost = late_cost_ms  # ms per unit share of late packets
+        self._forget = 1 - 1 / forget_packets
+        self._shrink_margin_ms = shrink_margin_ms
+        self.mean_s = 0.0  # mean transit, EWMA
+        self._observed = 0
+        self.origin_s = 0.0  # the playout offset at start (target k = 0), set by start()
+        self.k_target = 0
+        self._bins: list[float] | None = None  # None until playout starts
+        self._off = math.ceil(_RANGE_MARGIN_S / self._bin_s)  # bin index of transit == origin
+        self._weight = 1.0  # forgetting grows each new sample's weight instead of decaying every bin
+        self._total = 0.0
+        self._lo = self._hi = 0  # occupied bin range
+
+    def observe(self, transit_s: float) -> None:
+        """One packet's transit (s): O(1)."""
+        n = self._observed = self._observed + 1
+        self.mean_s += (transit_s - self.mean_s) * (_EWMA if n > 64 else 1 / n)
+        bins = self._bins
+        if bins is None:
+            return
+        i = math.ceil((transit_s - self.origin_s) / self._bin_s) + self._off
+        if i < 0:
+            i = 0
+        elif i >= len(bins):
+            i = len(bins) - 1
+        if i < self._lo:
+            self._lo = i
+        if i > self._hi:
+            self._hi = i
+        w = self._weight = self._weight / self._forget
+        bins[i] += w
+        self._total += w
+        if w > 1e12:
+            self._bins = [b / w for b in bins]
+            self._total /= w
+            self._weight = 1.0
+
+    def start(self, origin_s: float, transits: Iterable[float]) -> None:
+        """Playout starts with offset `origin_s`; `transits` are the packets buffered so far."""
+        self.origin_s = origin_s
+        span_s = self._max_delay_s + _RANGE_MARGIN_S
+        self._bins = [0.0] * (self._off + math.ceil(span_s / self._bin_s) + 1)
+        self._lo, self._hi = len(self._bins), -1
+        mean_s, observed = self.mean_s, self._observed
+        for transit in transits:
+            self.observe(transit)
+        self.mean_s, self._observed = mean_s, observed  # their transits already count in the mean
+
+    @property
+    def samples(self) -> float:
+        """Effective number of histogram samples (recent ones count fully, old ones fade)."""
+        return self._total / self._weight
+
+    def planned_delay_s(self, initial_s: float) -> float:
+        """Planned buffering delay of a typical packet (`initial_s` before playout starts)."""
+        if self._bins is None:
+            return initial_s
+        return self.origin_s + self.k_target * self._frame_s - self.mean_s
+
+    def retarget(self) -> None:
+        """Recompute the target offset from the histogram (within the delay bounds)."""
+        if self._bins is None or self.samples < _MIN_SAMPLES:
+            return
+        frame_s = self._frame_s
+        base = self.mean_s - self.origin_s
+        k_lo = math.ceil((self._min_delay_s + base) / frame_s)
+        k_hi = max(k_lo, math.floor((self._max_delay_s + base) / frame_s))
+        k, gain_ms = self.best_offset(k_lo, k_hi, frame_s * 1000, self._late_cost, self.k_target)
+        if k > self.k_target or gain_ms > self._shrink_margin_ms:
+            self.k_target = k
+
+    def best_offset(
+        self, k_lo: int, k_hi: int, frame_ms: float, cost: float, k_ref: int
+    ) -> tuple[int, float]:
+        """Offset k in [k_lo, k_hi] minimising k·frame_ms + cost·P(late at k) (ties: the smaller k), and how
+        much it saves over k_ref (0 when k_ref is out of range).
+
+        Only offsets whose edge lies within the occupied bins are scanned: above them nothing is late and
+        below them everything is, so there the smallest offset wins."""
+        bins = self._bins
+        assert bins is not None
+        self._trim(bins)
+        lo, hi, off, total = self._lo, self._hi, self._off, self._total
+        k_top = min(k_hi, max(k_lo, -((off - hi) // _BINS_PER_FRAME)))  # lowest k with nothing late
+        best_k, best = k_hi, math.inf
+        ref_cost = k_ref * frame_ms if k_top < k_ref <= k_hi else math.inf
+        tail, i = 0.0, hi
+        for k in range(k_top, k_lo - 1, -1):
+            edge = off + _BINS_PER_FRAME * k
+            while i > edge and i >= lo:
+                tail += bins[i]
+                i -= 1
+            value = k * frame_ms + cost * tail / total
+            if value <= best:
+                best, best_k = value, k
+            if k == k_ref:
+                ref_cost = value
+            if i < lo and k > k_lo:  # every bin is late from here down: k_lo is the best of the rest
+                value = k_lo * frame_ms + cost * tail / total
+                if value <= best:
+                    best, best_k = value, k_lo
+                if k_lo <= k_ref < k:
+                    ref_cost = k_ref * frame_ms + cost * tail / total
+                break
+        return best_k, (ref_cost - best if ref_cost < math.inf else 0.0)
+
+    def _trim(self, bins: list[float]) -> None:
+        """Forget outlier bins at both ends once their weight has faded (keeps the scan short)."""
+        floor = self._total * _FORGOTTEN
+        while self._hi > self._lo and bins[self._hi] < floor:
+            bins[self._hi] = 0.0
+            self._hi -= 1
+        while self._lo < self._hi and bins[self._lo] < floor:
+            bins[self._lo] = 0.0
+            self._lo += 1
