@@ -18,6 +18,7 @@ test-fast: install
 	$(PY) -m pytest -q tests/unit
 
 bench: install
+	@test -f $(VENV)/.bench-installed || { $(PY) -m pip install -q -e ".[bench]" >$(VENV)/pip-bench.log 2>&1 && touch $(VENV)/.bench-installed; } || echo "bench: pjsua2-python (comparator) not installed; its rows will say why"
 	$(PY) -m bench.run
 
 lint: install

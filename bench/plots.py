@@ -73,7 +73,7 @@ def jitter_tradeoff(out_dir: Path, jitter: dict[str, Any], reference: dict[str, 
                 color=colors[name],
                 marker="x",
                 s=80,
-                label=f"pjmedia (reference), {name}",
+                label=f"pjmedia, {name}",
             )
     ax.set_xlabel("mean added delay (ms)")
     ax.set_ylabel("frames concealed or dropped (%)")
@@ -95,5 +95,10 @@ def write_all(out_dir: Path, raw: dict[str, Any]) -> list[str]:
     jitter = raw.get("jitter_quality")
     if isinstance(jitter, dict) and "error" not in jitter:
         files += jitter_timeline(out_dir, jitter)
-        files += jitter_tradeoff(out_dir, jitter, PJMEDIA_JB_REFERENCE)
+        live = raw.get("pjmedia_jb") or {}
+        reference = {
+            trace: live[trace] if isinstance(live.get(trace), dict) else PJMEDIA_JB_REFERENCE[trace]
+            for trace in PJMEDIA_JB_REFERENCE
+        }
+        files += jitter_tradeoff(out_dir, jitter, reference)
     return files

@@ -148,6 +148,7 @@ def score_playout(
         "mean_added_delay_ms": round(statistics.fmean(added), 3),
         "p50_added_delay_ms": round(statistics.median(added), 3),
         "p95_added_delay_ms": round(statistics.quantiles(added, n=20)[18], 3),
+        "min_added_delay_ms": round(min(added), 3),  # < 0 would mean a packet played before it arrived
         "mean_delay_above_min_ms": round(statistics.fmean(above), 3),
         "conceal_or_drop_pct": round(100 * (unplayed + inserted) / (2 * len(trace)), 3),
         "network_loss_pct": round(100 * sum(p.arrival_time_s is None for p in trace) / len(trace), 3),

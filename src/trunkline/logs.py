@@ -72,10 +72,29 @@ def configure_logging(level: str = "info", json: bool = False, log_pii: bool = F
 
 def get_logger(name: str | None = None, **initial: Any) -> Any:
     """A bound structlog logger; `name` ends up as the `logger` key."""
-    log = structlog.get_logger()
     if name:
         initial["logger"] = name
-    return log.bind(**initial) if initial else log
+    return _LazyLogger(initial)
+
+
+class _LazyLogger:
+    """Resolves the structlog configuration at each call, not at import.
+
+    Modules create their loggers at import time, before configure_logging() has run; binding eagerly then
+    would freeze structlog's defaults (stdout, no redaction) into them. Logging is never on the per-packet
+    path, so the extra bind per line is cheap enough.
+    """
+
+    __slots__ = ("_initial",)
+
+    def __init__(self, initial: dict[str, Any]) -> None:
+        self._initial = initial
+
+    def bind(self, **values: Any) -> _LazyLogger:
+        return _LazyLogger({**self._initial, **values})
+
+    def __getattr__(self, method: str) -> Any:
+        return getattr(structlog.get_logger().bind(**self._initial), method)
 
 
 def bind_call(**values: Any) -> None:

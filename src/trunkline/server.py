@@ -35,6 +35,10 @@ log = get_logger("trunkline.server")
 CallHandler = Callable[[Any], Awaitable[None]]
 
 
+class StartupError(Exception):
+    """The server cannot start as configured; the message reads `file: key: why`."""
+
+
 def media_quality(leg: Leg | None) -> MediaQuality:
     """The leg's RTP counters at hang-up, in the store's terms (zeros for a call that never had a leg)."""
     if leg is None:
@@ -189,7 +193,13 @@ async def serve(config: Config, environ: Mapping[str, str], ready: Callable[[], 
         await store.sync_tenants(tenants.serving().values())
         reloads.store = store
         await engine.start()
-        await service.start(loop, config, engine, RecordedCalls(store, tenants, default_handler(config)))
+        try:
+            await service.start(loop, config, engine, RecordedCalls(store, tenants, default_handler(config)))
+        except OSError as exc:
+            address = f"{config.sip.listen_host}:{config.sip.listen_port}"
+            raise StartupError(
+                f"{config.source}: sip.listen_port: cannot listen on {address}: {exc.strerror or exc}"
+            ) from exc
         watcher = asyncio.create_task(watch_tenants(tenants, on_reload=reloads.after_reload, stop=stop))
         log.info("server.ready", sip_port=config.sip.listen_port, tenants=len(tenants.serving()))
         print("TRUNKLINE-READY", flush=True)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 
@@ -18,7 +19,7 @@ def add_commands(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from trunkline.config.loader import ConfigError, load_config
     from trunkline.logs import configure_logging
-    from trunkline.server import serve
+    from trunkline.server import StartupError, serve
 
     try:
         config = load_config(args.config, os.environ)
@@ -28,8 +29,16 @@ def _serve(args: argparse.Namespace) -> int:
     level = args.log_level if args.log_level != "info" else config.log.level
     configure_logging(level=level, json=args.log_json or config.log.json, log_pii=config.log.log_pii)
     try:
-        import uvloop
+        return _event_loop_runner()(serve(config, os.environ))
+    except StartupError as exc:
+        print(exc, file=sys.stderr)
+        return 1
 
-        return uvloop.run(serve(config, os.environ))
+
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, int]], int]:
+    """uvloop when installed (several times asyncio's UDP receive rate), else asyncio."""
+    try:
+        import uvloop
     except ImportError:
-        return asyncio.run(serve(config, os.environ))
+        return asyncio.run
+    return uvloop.run

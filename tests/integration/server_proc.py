@@ -5,11 +5,11 @@ next to a server on 5060), state dir (embedded Postgres, recordings) and tenants
 demo tenant plus whatever a test adds). Output is read line by line on two threads; `wait_for()` blocks on a
 condition that those threads notify, so tests wait on log events instead of sleeping.
 
-    srv = ServerProcess.create(tmp_path, trunks=[...], tenants={"other": OTHER_TOML}, env={...})
-    srv.start()                       # returns on "TRUNKLINE-READY" (raises with the output if it fails)
-    srv.wait_for(r"sip\\.call_admitted")
-    srv.cli("calls", "list", "--tenant", "demo", "--state-dir", str(srv.state_dir))
-    assert srv.stop() == 0            # SIGTERM; idempotent; checks nothing itself
+    with running_server(trunks=[...], greeting_wav=wav, tenants={"other": TOML}, env={...}) as srv:
+        # started: "TRUNKLINE-READY" was printed (it raises with the output otherwise)
+        srv.wait_for(r"sip\\.call_admitted")
+        srv.calls_list("demo")        # `trunkline calls list --tenant demo --state-dir <its state>`
+        assert srv.stop() == 0        # SIGTERM, wait for exit; idempotent
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,6 +232,24 @@ class ServerProcess:
 
     def calls_show(self, tenant: str, call_id: str) -> subprocess.CompletedProcess[str]:
         return self.cli("calls", "show", call_id, "--tenant", tenant, "--state-dir", str(self.state_dir))
+
+
+@contextmanager
+def running_server(**options: Any) -> Iterator[ServerProcess]:
+    """A started server in a private work directory (see `ServerProcess.create` for the options); stopped
+    and removed afterwards. Not under pytest's tmp dirs: pytest keeps those root-only (0700, re-applied when
+    any pytest session starts) and, run as root, the embedded Postgres runs as the user `pgserver`."""
+    workdir = Path(tempfile.mkdtemp(prefix="trunkline-e2e-"))
+    try:
+        server = ServerProcess.create(workdir, **options)
+        server.start()
+        try:
+            yield server
+        finally:
+            if server.running:
+                server.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass(frozen=True, slots=True)

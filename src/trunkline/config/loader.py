@@ -95,7 +95,8 @@ class _Reader:
     def env_name(self, name: str, default: str | None) -> str | None:
         value = self.get(name, str, default)
         if value is not None and not ENV_NAME.match(value):
-            self.problem(name, f"must be an environment variable name, got {value!r}")
+            # the value is never echoed: an operator may have pasted the secret itself here
+            self.problem(name, "must be the name of an environment variable (A-Z, 0-9, _), not a value")
             return default
         return value
 

@@ -22,7 +22,10 @@ _FORGOTTEN = 1e-6  # bins at the edges holding less than this share of the weigh
 
 
 class DelayEstimator:
-    """Transit mean and histogram of one stream; `retarget()` moves `k_target`. Time is passed in."""
+    """Transit mean and histogram of one stream; `retarget()` moves `k_target`. Time is passed in.
+
+    The caller appends each packet's transit to `pending` (a list append is the cheapest per-packet step);
+    they are folded in, in order, before anything reads the statistics."""
 
     __slots__ = (
         "_bin_s",
@@ -39,9 +42,10 @@ class DelayEstimator:
         "_shrink_margin_ms",
         "_total",
         "_weight",
+        "_mean_s",
         "k_target",
-        "mean_s",
         "origin_s",
+        "pending",
     )
 
     def __init__(
@@ -60,7 +64,8 @@ class DelayEstimator:
         self._late_cost = late_cost_ms  # ms per unit share of late packets
         self._forget = 1 - 1 / forget_packets
         self._shrink_margin_ms = shrink_margin_ms
-        self.mean_s = 0.0  # mean transit, EWMA
+        self.pending: list[float] = []  # transits (s) of packets since the last fold: append one per packet
+        self._mean_s = 0.0  # mean transit, EWMA
         self._observed = 0
         self.origin_s = 0.0  # the playout offset at start (target k = 0), set by start()
         self.k_target = 0
@@ -70,40 +75,58 @@ class DelayEstimator:
         self._total = 0.0
         self._lo = self._hi = 0  # occupied bin range
 
-    def observe(self, transit_s: float) -> None:
-        """One packet's transit (s): O(1)."""
-        n = self._observed = self._observed + 1
-        self.mean_s += (transit_s - self.mean_s) * (_EWMA if n > 64 else 1 / n)
-        bins = self._bins
-        if bins is None:
+    def fold(self) -> None:
+        """Fold the pending transits into the mean and (once playout started) the histogram."""
+        pending = self.pending
+        if not pending:
             return
-        i = math.ceil((transit_s - self.origin_s) / self._bin_s) + self._off
-        if i < 0:
-            i = 0
-        elif i >= len(bins):
-            i = len(bins) - 1
-        if i < self._lo:
-            self._lo = i
-        if i > self._hi:
-            self._hi = i
-        w = self._weight = self._weight / self._forget
-        bins[i] += w
-        self._total += w
-        if w > 1e12:
-            self._bins = [b / w for b in bins]
-            self._total /= w
-            self._weight = 1.0
+        n, mean = self._observed, self._mean_s
+        for transit in pending:
+            n += 1
+            mean += (transit - mean) * (_EWMA if n > 64 else 1 / n)
+        self._observed, self._mean_s = n, mean
+        if self._bins is not None:
+            self._count(self._bins, pending)
+        pending.clear()
+
+    def _count(self, bins: list[float], transits: list[float]) -> None:
+        """Add transits to the histogram: each weighs 1/forget times the one before (that is the forgetting)."""
+        origin, bin_s, off, last = self.origin_s, self._bin_s, self._off, len(bins) - 1
+        lo, hi, weight, total, forget = self._lo, self._hi, self._weight, self._total, self._forget
+        ceil = math.ceil
+        for transit in transits:
+            i = ceil((transit - origin) / bin_s) + off
+            if i < 0:
+                i = 0
+            elif i > last:
+                i = last
+            if i < lo:
+                lo = i
+            if i > hi:
+                hi = i
+            weight /= forget
+            bins[i] += weight
+            total += weight
+        if weight > 1e12:  # renormalise now and then; only ratios matter
+            self._bins = [b / weight for b in bins]
+            total /= weight
+            weight = 1.0
+        self._lo, self._hi, self._weight, self._total = lo, hi, weight, total
+
+    @property
+    def mean_s(self) -> float:
+        """Mean transit (s), an EWMA over the last ~64 packets."""
+        self.fold()
+        return self._mean_s
 
     def start(self, origin_s: float, transits: Iterable[float]) -> None:
         """Playout starts with offset `origin_s`; `transits` are the packets buffered so far."""
+        self.fold()
         self.origin_s = origin_s
         span_s = self._max_delay_s + _RANGE_MARGIN_S
-        self._bins = [0.0] * (self._off + math.ceil(span_s / self._bin_s) + 1)
-        self._lo, self._hi = len(self._bins), -1
-        mean_s, observed = self.mean_s, self._observed
-        for transit in transits:
-            self.observe(transit)
-        self.mean_s, self._observed = mean_s, observed  # their transits already count in the mean
+        bins = self._bins = [0.0] * (self._off + math.ceil(span_s / self._bin_s) + 1)
+        self._lo, self._hi = len(bins), -1
+        self._count(bins, list(transits))  # already in the mean
 
     @property
     def samples(self) -> float:
@@ -118,10 +141,11 @@ class DelayEstimator:
 
     def retarget(self) -> None:
         """Recompute the target offset from the histogram (within the delay bounds)."""
+        self.fold()
         if self._bins is None or self.samples < _MIN_SAMPLES:
             return
         frame_s = self._frame_s
-        base = self.mean_s - self.origin_s
+        base = self._mean_s - self.origin_s
         k_lo = math.ceil((self._min_delay_s + base) / frame_s)
         k_hi = max(k_lo, math.floor((self._max_delay_s + base) / frame_s))
         k, gain_ms = self.best_offset(k_lo, k_hi, frame_s * 1000, self._late_cost, self.k_target)

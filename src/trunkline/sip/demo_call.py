@@ -95,7 +95,7 @@ class DemoCalls:
             summary["stats"] = _stats(leg)
             summary["ended_at"] = time.time()
             _write_wav(self._dir / f"{name}.wav", frames, leg.sample_rate_hz)
-            (self._dir / f"{name}.json").write_text(json.dumps(summary, indent=2))
+            _write_atomically(self._dir / f"{name}.json", json.dumps(summary, indent=2))
             log.info(
                 "demo.call_recorded",
                 call_id=call.call_id,
@@ -133,6 +133,13 @@ def _stats(leg: Any) -> dict[str, Any]:
         counters = leg.stats().counters
         return {"sent": counters.sent, "received": counters.received, "audio_packets": counters.audio_packets}
     return {}
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers polling the recordings folder never see a half-written summary."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _write_wav(path: Path, frames: list[np.ndarray], rate_hz: int) -> None:

@@ -55,7 +55,8 @@ def secret(t: Table, key: str, ctx: LoadContext, *, required: bool = False) -> S
     if name is None:
         return None
     if not ENV_NAME_RE.match(name):
-        t.error(key, f"must be an environment variable name, got {name!r}")
+        # never echo the value: an operator may have pasted the secret itself here
+        t.error(key, "must be the name of an environment variable (A-Z, 0-9, _), not a value")
         return None
     value = ctx.env.get(name)
     if not value:
