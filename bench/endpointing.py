@@ -24,6 +24,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ CACHE = Path(__file__).resolve().parent / ".cache" / "endpointing"
 SEED = 4242
 RATE_HZ, FRAME = 8000, 160
 LATENCIES_MS = (0, 150, 300)
+COMPLETE_HANGOVERS_MS = (300, 400, 500)
 SEGMENT_EVENTS = (SpeechStarted, SpeechContinuing, SilenceStarted, SpeechResumed, SpeechEnded)
 UTTERANCES = [
     ["I'd like to book a table for", "two people tomorrow evening."],
@@ -151,7 +153,8 @@ class Models:
         return pcm8[loud[0] : loud[-1] + 1]
 
     def transcribe(self, audio: np.ndarray) -> dict[str, Any]:
-        key = "whisper|nf|" + hashlib.sha1(audio.tobytes()).hexdigest()
+        """{"text", "last_word_p" (None without words), "decode_ms"}; cached by audio."""
+        key = "whisper|words|" + hashlib.sha1(audio.tobytes()).hexdigest()
         result: dict[str, Any] = _cached(key, ".json", lambda: self._transcribe(audio))
         self.decode_ms.append(result["decode_ms"])
         return result
@@ -166,12 +169,17 @@ class Models:
         x = soxr.resample(audio.astype(np.float32) / 32768, RATE_HZ, 16000)
         start = time.perf_counter()
         segments, _ = self._whisper.transcribe(
-            x, language="en", beam_size=1, temperature=0.0, without_timestamps=True,
+            x, language="en", beam_size=1, temperature=0.0, word_timestamps=True,
             condition_on_previous_text=False, vad_filter=False,
             initial_prompt="Umm, let me think like, hmm... Okay, here's what I'm, like, thinking.",
         )  # fmt: skip
-        kept = [s.text for s in segments if not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0)]
-        return {"text": " ".join(kept).strip(), "decode_ms": (time.perf_counter() - start) * 1000}
+        kept = [s for s in segments if not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0)]
+        words = [w for s in kept for w in (s.words or [])]
+        return {
+            "text": " ".join(s.text for s in kept).strip(),
+            "last_word_p": words[-1].probability if words else None,
+            "decode_ms": (time.perf_counter() - start) * 1000,
+        }
 
 
 def telephone(parts: list[tuple[np.ndarray | None, int]], rng: random.Random) -> np.ndarray:
@@ -209,26 +217,26 @@ def build_utterances(models: Models) -> list[tuple[np.ndarray, float, list[tuple
 def replay(
     audio: np.ndarray,
     listener: TurnListener,
-    text_for: Callable[[DecodeRequest], str] | None,
+    asr: Callable[[DecodeRequest], dict[str, Any]] | None,
     latency_s: float,
     on_events: Callable[[list[Any], float, str | None], None],
 ) -> None:
     """Frames every 20 ms, ASR results `latency_s` after each request, deadlines polled exactly."""
     vad = WebRtcVad(RATE_HZ, 2)
-    due: list[tuple[float, int, str]] = []
+    due: list[tuple[float, int, dict[str, Any]]] = []
     n_frames = audio.size // FRAME
     i = 0
     while i < n_frames:
         frame_t = (i + 1) * FRAME / RATE_HZ
         deadline = listener.next_deadline()
-        first_due = min(due)[0] if due else None
+        first_due = due[0][0] if due else None
         now = min(x for x in (frame_t, deadline, first_due) if x is not None)
         events: list[Any]
         text: str | None = None
         if first_due is not None and now == first_due:
-            _, request_id, text = min(due)
-            due.remove(min(due))
-            events = listener.on_transcript(request_id, text, now)
+            _, request_id, result = due.pop(0)
+            text = result["text"]
+            events = listener.on_transcript(request_id, result["text"], now, result["last_word_p"])
         elif now < frame_t:
             events = listener.poll(now)
         else:
@@ -236,8 +244,8 @@ def replay(
             events = listener.push(frame, vad.is_speech(frame), now)
             i += 1
         for ev in events:
-            if isinstance(ev, DecodeRequest) and text_for is not None:
-                due.append((now + latency_s, ev.request_id, text_for(ev)))
+            if isinstance(ev, DecodeRequest) and asr is not None:
+                due.append((now + latency_s, ev.request_id, asr(ev)))
         on_events(events, now, text)
 
 
@@ -247,9 +255,7 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 1)
 
 
-def endpoint_run(
-    utterances: list[Any], text_for: Any, latency_s: float, config: EndpointConfig
-) -> dict[str, Any]:
+def endpoint_run(utterances: list[Any], asr: Any, latency_s: float, config: EndpointConfig) -> dict[str, Any]:
     delays, early, unended, requests = [], 0, 0, 0
     for audio, true_end, _ in utterances:
         decided: list[float] = []
@@ -260,7 +266,7 @@ def endpoint_run(
             decided.extend(now for e in events if isinstance(e, TurnEnded))
 
         listener = TurnListener(SpeechSegmenter(stop_frames=2, pre_roll_ms=300), Endpointer(config))
-        replay(audio, listener, text_for, latency_s, collect)
+        replay(audio, listener, asr, latency_s, collect)
         if not decided:
             unended += 1
         elif decided[0] < true_end:
@@ -268,103 +274,102 @@ def endpoint_run(
         else:
             delays.append((decided[0] - true_end) * 1000)
     return {
-        "turns": len(utterances),
         "delay_ms_p50": _pct(delays, 50),
         "delay_ms_p95": _pct(delays, 95),
-        "delay_ms_max": _pct(delays, 100),
         "early_pct": round(100 * early / len(utterances), 1),
         "never_ended": unended,
         "decode_requests": requests,
     }
 
 
-def bargein_run(models: Models, latency_s: float, policy_kwargs: dict[str, Any]) -> dict[str, Any]:
+def bargein_samples(models: Models) -> list[tuple[str, np.ndarray, float]]:
+    """(kind, audio, true onset s): backchannels and interruptions at two speeds, and noise bursts."""
     rng = random.Random(SEED + 1)
-    samples: list[tuple[str, np.ndarray, float]] = []  # (kind, audio, true onset s)
+    samples = []
     for text in BACKCHANNELS + INTERRUPTIONS:
         kind = "backchannel" if text in BACKCHANNELS else "interruption"
         for scale in (0.95, 1.1):
-            samples.append(
-                (kind, telephone([(None, 500), (models.speak(text, scale), 0), (None, 2500)], rng), 0.5)
-            )
+            speech = models.speak(text, scale)
+            samples.append((kind, telephone([(None, 500), (speech, 0), (None, 2500)], rng), 0.5))
     for k in range(12):  # coughs, bumps and clicks: 20-250 ms bursts of shaped noise
-        ms = rng.choice([20, 40, 80, 150, 250])
-        burst = np.random.default_rng(k).standard_normal(ms * RATE_HZ // 1000) * np.hanning(
-            ms * RATE_HZ // 1000
-        )
+        n = rng.choice([20, 40, 80, 150, 250]) * RATE_HZ // 1000
+        burst = np.random.default_rng(k).standard_normal(n) * np.hanning(n)
         pcm = (burst * 32768 * 10 ** (rng.uniform(-25, -12) / 20)).astype(np.int16)
         samples.append(("noise", telephone([(None, 500), (pcm, 0), (None, 2500)], rng), 0.5))
-    stats: dict[str, list[Any]] = {"backchannel": [], "noise": [], "interruption": []}
+    return samples
+
+
+def bargein_one(audio: np.ndarray, models: Models, latency_s: float, policy: BargeInPolicy) -> list[Any]:
+    """Replay one caller burst while the agent talks; returns [(action, time s)]."""
+    policy.agent_started(0.0)
+    decisions: list[tuple[BargeInAction, float]] = []
+
+    def feed(events: list[Any], now: float, text: str | None) -> None:
+        decided = policy.poll(now)
+        if text is not None:
+            decided += policy.on_transcript(text, now)
+        for ev in events:
+            if isinstance(ev, SEGMENT_EVENTS):
+                decided += policy.on_segment(ev)
+        decisions.extend((d.action, d.now_s) for d in decided)
+
+    listener = TurnListener(SpeechSegmenter(stop_frames=2, pre_roll_ms=300), Endpointer())
+    replay(audio, listener, lambda r: models.transcribe(r.audio), latency_s, feed)
+    return decisions
+
+
+def bargein_run(samples: list[Any], models: Models, latency_s: float, **policy: Any) -> dict[str, Any]:
+    interrupted: dict[str, list[bool]] = {"backchannel": [], "noise": [], "interruption": []}
+    paused, latencies = [], []
     for kind, audio, onset in samples:
-        policy = BargeInPolicy(**policy_kwargs)
-        policy.agent_started(0.0)
-        decisions: list[tuple[BargeInAction, float]] = []
-
-        def feed(events: list[Any], now: float, text: str | None, policy: BargeInPolicy = policy) -> None:
-            decided = policy.poll(now)
-            if text is not None:
-                decided += policy.on_transcript(text, now)
-            for ev in events:
-                if isinstance(ev, SEGMENT_EVENTS):
-                    decided += policy.on_segment(ev)
-            decisions.extend((d.action, d.now_s) for d in decided)
-
-        listener = TurnListener(SpeechSegmenter(stop_frames=2, pre_roll_ms=300), Endpointer())
-        replay(audio, listener, lambda r: models.transcribe(r.audio)["text"], latency_s, feed)
+        decisions = bargein_one(audio, models, latency_s, BargeInPolicy(**policy))
+        interrupted[kind].append(any(a is BargeInAction.INTERRUPT for a, _ in decisions))
         stops = [t for a, t in decisions if a in (BargeInAction.PAUSE, BargeInAction.INTERRUPT)]
-        stats[kind].append(
-            {
-                "interrupted": any(a is BargeInAction.INTERRUPT for a, _ in decisions),
-                "paused": any(a is BargeInAction.PAUSE for a, _ in decisions),
-                "onset_to_stop_ms": (stops[0] - onset) * 1000 if stops else None,
-            }
-        )
-    return _bargein_summary(stats)
-
-
-def _bargein_summary(stats: dict[str, list[Any]]) -> dict[str, Any]:
-    false = stats["backchannel"] + stats["noise"]
-    real = stats["interruption"]
-    latencies = [s["onset_to_stop_ms"] for s in real if s["onset_to_stop_ms"] is not None]
+        if kind == "interruption" and stops:
+            latencies.append((stops[0] - onset) * 1000)
+        if kind != "interruption":
+            paused.append(bool(stops))
+    false = interrupted["backchannel"] + interrupted["noise"]
     return {
-        "backchannel_samples": len(stats["backchannel"]),
-        "noise_samples": len(stats["noise"]),
-        "interruption_samples": len(real),
-        "false_stop_pct": round(100 * sum(s["interrupted"] for s in false) / len(false), 1),
-        "false_stop_backchannel_pct": round(
-            100 * sum(s["interrupted"] for s in stats["backchannel"]) / len(stats["backchannel"]), 1
-        ),
-        "paused_pct_of_backchannels_and_noise": round(100 * sum(s["paused"] for s in false) / len(false), 1),
-        "missed_interruption_pct": round(100 * sum(not s["interrupted"] for s in real) / len(real), 1),
+        "policy": policy,
+        "false_stop_pct": round(100 * sum(false) / len(false), 1),
+        "false_stop_backchannel_pct": round(100 * _mean(interrupted["backchannel"]), 1),
+        "paused_pct_of_non_interruptions": round(100 * _mean(paused), 1),
+        "missed_interruption_pct": round(100 * (1 - _mean(interrupted["interruption"])), 1),
         "onset_to_stop_ms_p50": _pct(latencies, 50),
         "onset_to_stop_ms_p95": _pct(latencies, 95),
     }
 
 
-def run(config: EndpointConfig | None = None) -> dict[str, Any]:
-    config = config or EndpointConfig()
+def _mean(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else 0.0
+
+
+def run() -> dict[str, Any]:
     models = Models()
     utterances = build_utterances(models)
-
-    def text_for(request: DecodeRequest) -> str:
-        return str(models.transcribe(request.audio)["text"])
-
-    result: dict[str, Any] = {"how": __doc__.split("\n")[0] if __doc__ else "", "utterances": len(utterances)}
-    result["no_text"] = endpoint_run(utterances, None, 0.0, config)
-    for ms in LATENCIES_MS:
-        result[f"asr_latency_{ms}ms"] = endpoint_run(utterances, text_for, ms / 1000, config)
-    decode_p50 = statistics.median(models.decode_ms)
-    result["asr_decode_ms_p50"] = round(decode_p50, 1)
-    result["asr_decode_ms_p95"] = _pct(models.decode_ms, 95)
-    result["asr_latency_measured"] = endpoint_run(utterances, text_for, decode_p50 / 1000, config)
-    result["pause_ms_range"] = [300, 700]
+    asr = lambda request: models.transcribe(request.audio)  # noqa: E731
+    base = EndpointConfig()
+    result: dict[str, Any] = {"how": (__doc__ or "").split("\n")[0], "utterances": len(utterances)}
     result["hangovers_ms"] = [
-        config.complete_hangover_ms,
-        config.incomplete_hangover_ms,
-        config.unknown_hangover_ms,
+        base.complete_hangover_ms,
+        base.incomplete_hangover_ms,
+        base.unknown_hangover_ms,
     ]
-    result["bargein"] = bargein_run(models, 0.15, {})
-    result["bargein_no_pause"] = bargein_run(models, 0.15, {"pause_while_pending": False})
+    result["no_text"] = endpoint_run(utterances, None, 0.0, base)
+    for ms in LATENCIES_MS:
+        result[f"asr_latency_{ms}ms"] = endpoint_run(utterances, asr, ms / 1000, base)
+    result["asr_decode_ms_p50"] = round(statistics.median(models.decode_ms), 1)
+    result["asr_decode_ms_p95"] = _pct(models.decode_ms, 95)
+    measured = result["asr_decode_ms_p50"] / 1000
+    result["asr_latency_measured"] = endpoint_run(utterances, asr, measured, base)
+    for hangover in COMPLETE_HANGOVERS_MS:  # the trade-off: faster ends vs more early cuts
+        config = replace(base, complete_hangover_ms=hangover)
+        result[f"complete_hangover_{hangover}ms_latency_150ms"] = endpoint_run(utterances, asr, 0.15, config)
+    samples = bargein_samples(models)
+    result["bargein"] = bargein_run(samples, models, 0.15)
+    result["bargein_min_speech_80ms"] = bargein_run(samples, models, 0.15, min_speech_ms=80)
+    result["bargein_no_pause"] = bargein_run(samples, models, 0.15, pause_while_pending=False)
     headline = result["asr_latency_150ms"]
     result["endpoint_delay_ms_p95"] = headline["delay_ms_p95"]
     result["endpoint_early_pct"] = headline["early_pct"]

@@ -185,7 +185,9 @@ def words(text: str) -> set[str]:
     return set(re.findall(r"[a-z0-9]+", text.lower()))
 
 
-def voiced_spans(pcm: np.ndarray, rate_hz: int, *, threshold: int = 600, gap_s: float = 0.35) -> list[tuple[float, float]]:
+def voiced_spans(
+    pcm: np.ndarray, rate_hz: int, *, threshold: int = 600, gap_s: float = 0.35
+) -> list[tuple[float, float]]:
     """(start_s, end_s) of audible stretches in 10 ms windows; gaps shorter than `gap_s` are bridged."""
     win = rate_hz // 100
     n = len(pcm) // win

@@ -169,11 +169,15 @@ class ServerProcess:
         return self.returncode
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        """SIGKILL if still running; then wait for its last output."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
             self.process.kill()
-            self.process.wait(timeout=10)
-        if self.process is not None and self.returncode is None:
-            self.returncode = self.process.returncode
+        if self.returncode is None:
+            self.returncode = self.process.wait(timeout=10)
+        for pump in self._pumps:
+            pump.join(10)
 
     # --- output ------------------------------------------------------------------------------------------
 

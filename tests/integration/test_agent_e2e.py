@@ -59,7 +59,7 @@ async def test_demo_tenant_books_with_intents(tmp_path: Path) -> None:
         tenants = {"demo": demo_tenant(booking.url)}
         async with agent_server(tmp_path, tenants, {DEMO_DID: "demo"}) as srv:
             mic, speech_end = speech_after(3.0, BOOKING)
-            result = await call(tmp_path / "caller", srv.sip_port, DEMO_DID, mic, seconds=13)
+            result = await call(tmp_path / "caller", srv.sip_port, DEMO_DID, mic, seconds=20)
     assert booking.requests == [{"day": "tuesday", "time": "10:00"}]
     heard = transcribe(result.heard, result.sample_rate_hz)
     assert {"bright", "smile", "help"} <= words(heard), heard
@@ -68,7 +68,13 @@ async def test_demo_tenant_books_with_intents(tmp_path: Path) -> None:
     agent_turns = [t for t in turns(srv.store) if t.speaker is Speaker.AGENT]
     assert {"book", "cleaning", "tuesday"} <= words(caller_turns[0].text), caller_turns
     reply = next(t for t in agent_turns if "noted" in t.text)
-    assert list(reply.latency_ms) == ["endpoint", "transcript", "first_llm_token", "first_tts_audio", "first_rtp_out"]
+    assert list(reply.latency_ms) == [
+        "endpoint",
+        "transcript",
+        "first_llm_token",
+        "first_tts_audio",
+        "first_rtp_out",
+    ]
     onset = reply_onset(result, speech_end)
     print(f"\nwire: end of caller speech -> reply audible at caller: {1000 * (onset - speech_end):.0f} ms; "
           f"server breakdown {dict(reply.latency_ms)}")  # fmt: skip

@@ -199,7 +199,9 @@ def test_agent_finishing_during_a_burst_ends_it() -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     runs=st.lists(st.tuples(st.booleans(), st.integers(1, 40)), max_size=20),
-    says=st.dictionaries(st.integers(0, 400), st.sampled_from(["", "yeah", "Stop.", "okay okay"]), max_size=8),
+    says=st.dictionaries(
+        st.integers(0, 400), st.sampled_from(["", "yeah", "Stop.", "okay okay"]), max_size=8
+    ),
     pause=st.booleans(),
 )
 def test_decision_grammar(runs: list[tuple[bool, int]], says: dict[int, str], pause: bool) -> None:
@@ -245,7 +247,11 @@ def test_heard_text_is_proportional_by_characters(played: int, expected: str) ->
 
 
 def test_heard_text_with_word_timings_is_exact() -> None:
-    timings = [WordTiming("Hello", 0, 4000), WordTiming("there,", 4000, 8000), WordTiming("friend.", 9000, 16000)]
+    timings = [
+        WordTiming("Hello", 0, 4000),
+        WordTiming("there,", 4000, 8000),
+        WordTiming("friend.", 9000, 16000),
+    ]
     assert heard_text("Hello there, friend.", 5999, 16000, timings) == "Hello"
     assert heard_text("Hello there, friend.", 6000, 16000, timings) == "Hello there,"
     assert heard_text("Hello there, friend.", 12499, 16000, timings) == "Hello there,"

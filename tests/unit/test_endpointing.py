@@ -21,7 +21,7 @@ from trunkline.vad.endpointing import (
 from trunkline.vad.listener import DecodeCancelled, ListenerEvent, TurnEnded, TurnListener, TurnTranscript
 from trunkline.vad.segmenter import SilenceStarted, SpeechEnded, SpeechSegmenter
 
-C, I, U = Completeness.COMPLETE, Completeness.INCOMPLETE, Completeness.UNKNOWN
+C, INC, U = Completeness.COMPLETE, Completeness.INCOMPLETE, Completeness.UNKNOWN
 FRAME = 160
 CFG = EndpointConfig(complete_hangover_ms=200, incomplete_hangover_ms=900, unknown_hangover_ms=700)
 
@@ -35,18 +35,18 @@ CFG = EndpointConfig(complete_hangover_ms=200, incomplete_hangover_ms=900, unkno
         ("I'd like to book a table for two.", C),
         ("What time do you open?", C),
         ("Stop!", C),
-        ("I'd like to book a table for.", I),
-        ("I need to change my address and", I),
-        ("I need to change my address and...", I),
-        ("So I was thinking, um.", I),
-        ("Uh", I),
-        ("My number is 555,", I),
-        ("Because", I),
-        ("Well the", I),
+        ("I'd like to book a table for.", INC),
+        ("I need to change my address and", INC),
+        ("I need to change my address and...", INC),
+        ("So I was thinking, um.", INC),
+        ("Uh", INC),
+        ("My number is 555,", INC),
+        ("Because", INC),
+        ("Well the", INC),
         ("Tomorrow at six", U),
         ("“I want it.”", C),
-        ("I think that", I),
-        ("I’m", I),
+        ("I think that", INC),
+        ("I’m", INC),
     ],
 )
 def test_classify_text(text: str | None, expected: Completeness) -> None:
@@ -54,7 +54,7 @@ def test_classify_text(text: str | None, expected: Completeness) -> None:
 
 
 def test_custom_continuation_words() -> None:
-    assert classify_text("Book it please.", frozenset({"please"})) is I
+    assert classify_text("Book it please.", frozenset({"please"})) is INC
 
 
 def test_hangover_follows_text_completeness() -> None:
@@ -226,7 +226,7 @@ def test_poll_at_the_deadline_is_exact() -> None:
 def test_no_text_uses_the_long_hangover_and_awaits_the_running_decode() -> None:
     run = Run(make_listener(), asr={0: "and then"}, latency_frames=100)
     run.feed([1] * 50 + [0] * 150)
-    (ei, turn), *_ = run.of(TurnEnded)
+    (_, turn), *_ = run.of(TurnEnded)
     assert isinstance(turn, TurnEnded) and turn.decision is not None
     assert turn.now_s == pytest.approx(1.70) and turn.decision.completeness is U
     (ti, tr), *_ = run.of(TurnTranscript)
@@ -239,11 +239,13 @@ def test_incomplete_text_waits_the_long_hangover() -> None:
     run.feed([1] * 50 + [0] * 60)
     (_, turn), *_ = run.of(TurnEnded)
     assert isinstance(turn, TurnEnded) and turn.now_s == pytest.approx(1.90)
-    assert turn.decision is not None and turn.decision.completeness is I
+    assert turn.decision is not None and turn.decision.completeness is INC
 
 
 def test_mid_sentence_pause_with_incomplete_text_is_not_a_turn_end() -> None:
-    run = Run(make_listener(), asr={0: "I'd like to book a table for", 1: "for two people."}, latency_frames=5)
+    run = Run(
+        make_listener(), asr={0: "I'd like to book a table for", 1: "for two people."}, latency_frames=5
+    )
     run.feed([1] * 40 + [0] * 25 + [1] * 30 + [0] * 40)  # 500 ms pause after "for"
     cancels = run.of(DecodeCancelled)
     assert len(cancels) == 0  # the first decode finished (incomplete text) before speech resumed
@@ -259,7 +261,7 @@ def test_mid_sentence_pause_with_incomplete_text_is_not_a_turn_end() -> None:
 def test_resumed_speech_cancels_a_running_speculative_decode() -> None:
     run = Run(make_listener(), asr={0: "never used.", 1: "All done."}, latency_frames=20)
     run.feed([1] * 40 + [0] * 10 + [1] * 30 + [0] * 60)
-    (ci, cancel), *_ = run.of(DecodeCancelled)
+    (_, cancel), *_ = run.of(DecodeCancelled)
     assert isinstance(cancel, DecodeCancelled) and cancel.request_id == 1
     transcripts = run.of(TurnTranscript)
     assert [tr.text for _, tr in transcripts if isinstance(tr, TurnTranscript)] == ["All done."]
@@ -271,7 +273,7 @@ def test_max_turn_ends_with_a_fresh_final_decode() -> None:
     )
     run = Run(listener, asr={0: "words words"}, latency_frames=3)
     run.feed([1] * 70)
-    (ei, turn), *_ = run.of(TurnEnded)
+    (_, turn), *_ = run.of(TurnEnded)
     assert isinstance(turn, TurnEnded) and turn.decision is not None and turn.decision.max_turn
     requests = run.of(DecodeRequest)
     assert len(requests) >= 1 and isinstance(requests[0][1], DecodeRequest) and requests[0][1].final
@@ -301,3 +303,17 @@ def test_every_turn_gets_exactly_one_transcript_and_never_ends_too_soon(
             assert turn.now_s <= turn.end_s + CFG.incomplete_hangover_ms / 1000 + 0.02 + 1e-9
     cancelled = {e.request_id for _, e in run.of(DecodeCancelled) if isinstance(e, DecodeCancelled)}
     assert not cancelled & {tr.request_id for tr in transcripts}
+
+
+def test_an_unsure_last_word_makes_complete_text_unknown() -> None:
+    ep = Endpointer(CFG)  # min_complete_confidence 0.6
+    ep.speech_started(0.0)
+    ep.silence_started(1.0)
+    ep.set_text("My card was declined in.", 0.46)
+    assert ep.completeness is U
+    ep.set_text("My card was declined.", 0.9)
+    assert ep.completeness is C
+    ep.set_text("My card was declined and", 0.1)
+    assert ep.completeness is INC
+    ep.set_text("My card was declined.", None)
+    assert ep.completeness is C

@@ -1,4 +1,4 @@
-"""Call-behaviour timers on a virtual clock: greeting, disclosure, re-prompts, silence hang-up, max duration."""
+"""Call-behaviour timers on a virtual clock: greeting, disclosure, re-prompts, hang-ups, max duration."""
 
 from __future__ import annotations
 
@@ -104,7 +104,9 @@ def test_bad_config(kwargs: dict[str, float]) -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     steps=st.lists(
-        st.tuples(st.sampled_from(["agent_started", "agent_finished", "caller_started", "poll"]), st.floats(0, 20)),
+        st.tuples(
+            st.sampled_from(["agent_started", "agent_finished", "caller_started", "poll"]), st.floats(0, 20)
+        ),
         max_size=40,
     )
 )

@@ -33,6 +33,7 @@ import enum
 import heapq
 import math
 from dataclasses import dataclass
+from typing import Final, Literal
 
 from trunkline.mediaserver.jitterdelay import DelayEstimator
 from trunkline.mediaserver.rtp import RtpPacket, seq_delta, ts_delta
@@ -54,8 +55,8 @@ class FrameKind(enum.Enum):
     SILENCE = "silence"  # not started, DTX / talkspurt gap, or after a long loss: comfort silence
 
 
-_SILENCE = FrameKind.SILENCE
-_CONCEALED = FrameKind.CONCEALED
+_SILENCE: Final = FrameKind.SILENCE
+_CONCEALED: Final = FrameKind.CONCEALED
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,7 +308,7 @@ class JitterBuffer:
             return JitterFrame(got, b"", self._slot & 0xFFFFFFFF, False)
         return JitterFrame(FrameKind.AUDIO, got, int(self._last_ts) & 0xFFFFFFFF, self._last_marker)
 
-    def pop_payload(self, now: float) -> bytes | FrameKind:
+    def pop_payload(self, now: float) -> bytes | Literal[FrameKind.CONCEALED, FrameKind.SILENCE]:
         """pop() without the frame: the payload of an AUDIO frame, else FrameKind.CONCEALED or SILENCE."""
         if not self._started and not self._try_start(now):
             self._slot = 0
@@ -394,7 +395,7 @@ class JitterBuffer:
             self._remember(ts)
         return payload
 
-    def _fill_gap(self, now: float, excess: int) -> bytes | FrameKind:
+    def _fill_gap(self, now: float, excess: int) -> bytes | Literal[FrameKind.CONCEALED, FrameKind.SILENCE]:
         """Nothing is due: shrink by skipping the gap if wanted, else play silence or concealment."""
         silent = False
         if self._heap:

@@ -36,13 +36,13 @@ class DelayEstimator:
         "_late_cost",
         "_lo",
         "_max_delay_s",
+        "_mean_s",
         "_min_delay_s",
         "_observed",
         "_off",
         "_shrink_margin_ms",
         "_total",
         "_weight",
-        "_mean_s",
         "k_target",
         "origin_s",
         "pending",
@@ -90,7 +90,7 @@ class DelayEstimator:
         pending.clear()
 
     def _count(self, bins: list[float], transits: list[float]) -> None:
-        """Add transits to the histogram: each weighs 1/forget times the one before (that is the forgetting)."""
+        """Add transits to the histogram, each weighing 1/forget times the one before (the forgetting)."""
         origin, bin_s, off, last = self.origin_s, self._bin_s, self._off, len(bins) - 1
         lo, hi, weight, total, forget = self._lo, self._hi, self._weight, self._total, self._forget
         ceil = math.ceil

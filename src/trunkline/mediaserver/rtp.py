@@ -5,10 +5,11 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-_HEADER = struct.Struct("!BBHII")
+RTP_HEADER = struct.Struct("!BBHII")  # the fixed header: V/P/X/CC, M/PT, sequence number, timestamp, SSRC
+PLAIN_FIRST_OCTET = 0x80  # version 2, no padding, no extension, no CSRC: then the payload follows at 12
 _EXT_HEADER = struct.Struct("!HH")
 _CSRC = tuple(struct.Struct(f"!{n}I") for n in range(16))
-_unpack_header = _HEADER.unpack_from
+_unpack_header = RTP_HEADER.unpack_from
 RTP_VERSION = 2
 SEQ_MOD = 1 << 16
 TS_MOD = 1 << 32
@@ -51,7 +52,7 @@ class RtpPacket:
             first |= 0x10
         second = 0x80 | self.payload_type if self.marker else self.payload_type
         try:
-            head = _HEADER.pack(first, second, self.sequence_number, self.timestamp, self.ssrc)
+            head = RTP_HEADER.pack(first, second, self.sequence_number, self.timestamp, self.ssrc)
             if count:
                 head += _CSRC[count].pack(*self.csrc)
             if self.extension_profile is not None:
@@ -71,7 +72,7 @@ def parse_rtp(datagram: bytes | bytearray | memoryview) -> RtpPacket:
     if size < 12:
         raise RtpParseError(f"packet too short: {size} octets, RTP header needs 12")
     first, second, seq, ts, ssrc = _unpack_header(data)
-    if first == 0x80:  # the common case: version 2, no padding, no extension, no CSRC
+    if first == PLAIN_FIRST_OCTET:  # the common case
         return RtpPacket(second & 0x7F, seq, ts, ssrc, data[12:], second > 0x7F)
     if first >> 6 != RTP_VERSION:
         raise RtpParseError(f"RTP version is {first >> 6}, expected 2")

@@ -9,24 +9,29 @@ import random
 import struct
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
-from trunkline.codecs.base import Codec
+from trunkline.codecs.base import Codec, CodecError
+from trunkline.codecs.reframe import Reframer
 from trunkline.mediaserver.dtmf import DtmfDigit, TelephoneEventDecoder, TelephoneEventFrame, encode_digit
-from trunkline.mediaserver.jitterbuffer import JitterBuffer, JitterStats
+from trunkline.mediaserver.jitterbuffer import FrameKind, JitterBuffer, JitterStats
 from trunkline.mediaserver.outbound import OutboundQueue
 from trunkline.mediaserver.plc import Concealer
-from trunkline.mediaserver.rtp import RtpPacket, RtpParseError, parse_rtp
+from trunkline.mediaserver.rtp import PLAIN_FIRST_OCTET, RTP_HEADER, RtpPacket, RtpParseError, parse_rtp
 from trunkline.mediaserver.rtpstats import ReceiveStats
 
 Address = tuple[Any, ...]  # (host, port) or an IPv6 (host, port, flowinfo, scope_id)
-RTP_HEADER = struct.Struct("!BBHII")
 COMFORT_NOISE_PT = 13
 FRAME_MS = 20
 BATCH_CODECS = {"PCMU": 1, "PCMA": 2}  # codecs the tick decodes and encodes for all legs in one call
-_PLC_HISTORY_FRAMES = 4  # > the concealer's history (3 longest pitch periods + a correlation window, ~64 ms)
+# decoded packets kept for the concealer: > its history (3 longest pitch periods + a correlation window,
+# ~64 ms) even with 10 ms packets
+_PLC_HISTORY_PACKETS = 8
+_unpack_header = RTP_HEADER.unpack_from
+_SILENCE: Final = FrameKind.SILENCE
+_CONCEALED: Final = FrameKind.CONCEALED
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +48,9 @@ class SessionCounters:
     decode_errors: int
     sent: int  # packets the kernel accepted
     send_errors: int
-    frames_audio: int  # inbound frames decoded from packets
-    frames_concealed: int
-    frames_silence: int
+    frames_audio: int  # packets decoded into inbound audio (one 20 ms frame each with 20 ms packets)
+    frames_concealed: int  # 20 ms frames of packet-loss concealment
+    frames_silence: int  # 20 ms frames of silence (not started, talkspurt gaps, long losses)
     inbound_dropped: int  # frames dropped (oldest first) because the consumer was slow
     outbound_underruns: int
     dtmf_sent: int
@@ -89,8 +94,11 @@ class RtpSession:
         "payload_type",
         "plc",
         "pt_marker",
+        "ready",
         "received",
         "recent",
+        "reframer",
+        "reframing",
         "remote",
         "rtcp_received",
         "rx_stats",
@@ -141,9 +149,13 @@ class RtpSession:
         self.jitter = jitter or JitterBuffer(self.clock_rate_hz, FRAME_MS)
         self.plc = Concealer(self.sample_rate_hz, self.frame_samples)
         # The concealer only needs history when a loss starts: keep the last real frames (references, no
-        # copies) and feed them in then, instead of paying for good() on every frame (see good_frame()).
-        self.recent: deque[np.ndarray] = deque(maxlen=_PLC_HISTORY_FRAMES)
+        # copies) and feed them in then, instead of paying for good() on every frame (see _conceal()).
+        self.recent: deque[np.ndarray] = deque(maxlen=_PLC_HISTORY_PACKETS)
         self.concealing = False
+        # packets of other durations than 20 ms go through a FIFO that cuts exact 20 ms frames (reframe())
+        self.reframer = Reframer(self.frame_samples)
+        self.ready: deque[np.ndarray] = deque()
+        self.reframing = False
         encoder = codec.encode if self.batch_codec else None  # G.711: encode each chunk once as queued
         self.outbound = OutboundQueue(self.sample_rate_hz, self.frame_samples, outbound_max_s, encoder)
         self.inbound: deque[np.ndarray] = deque(maxlen=inbound_max_frames)
@@ -170,13 +182,30 @@ class RtpSession:
         if addr != self.remote and not self._accept_source(addr):
             return
         try:
+            first, second, seq, ts, ssrc = _unpack_header(data)
+        except struct.error:  # shorter than the fixed header
+            self.malformed += 1
+            return
+        if first != PLAIN_FIRST_OCTET or (second != self.payload_type and second != self.pt_marker):
+            self._receive_other(data, addr, now)
+            return
+        # the common case, parsed here exactly as parse_rtp() would: audio with a plain 12-octet header
+        if self._may_learn:
+            self._learn(addr)
+        self.received += 1
+        self.last_received_at = now
+        self.rx_stats.update(seq, ts, now)
+        self.jitter.push_fields(ssrc, seq, ts, data[12:], second > 0x7F, now)
+
+    def _receive_other(self, data: bytes, addr: Address, now: float) -> None:
+        """Any other datagram: a full parse, then DTMF, comfort noise or (with an odd header) audio."""
+        try:
             packet = parse_rtp(data)
         except RtpParseError:
             self.malformed += 1
             return
-        if self._may_learn:  # the first valid packet fixes the remote (NAT); later strangers are dropped
-            self._may_learn = False
-            self.remote = addr
+        if self._may_learn:
+            self._learn(addr)
         self.received += 1
         self.last_received_at = now
         self.rx_stats.update(packet.sequence_number, packet.timestamp, now)
@@ -184,6 +213,11 @@ class RtpSession:
             self.jitter.push(packet, now)
         else:
             self._other_payload(packet, now)
+
+    def _learn(self, addr: Address) -> None:
+        """The first valid packet fixes the remote (NAT); later strangers are dropped."""
+        self._may_learn = False
+        self.remote = addr
 
     def _accept_source(self, addr: Address) -> bool:
         """False (and counted) for a stranger; IPv6 addresses come back as 4-tuples: compare host and port."""
@@ -213,11 +247,12 @@ class RtpSession:
         if deadline is not None and now >= deadline:
             self.dtmf_in.extend(self.dtmf_decoder.poll(now))
 
+    # ------------------------------------------------------------------ playout (called by the pacer tick)
+
     def good_frame(self, pcm: np.ndarray) -> None:
-        """A decoded frame: remember it for concealment; right after a loss the concealer cross-fades it."""
+        """A decoded 20 ms frame: deliver it; remember it for concealment, or cross-fade it after a loss."""
         if self.concealing:
-            self.concealing = False
-            pcm = self.plc.good(pcm)
+            pcm = self._end_concealment(pcm)
         else:
             self.recent.append(pcm)
         self.frames_audio += 1
@@ -226,21 +261,43 @@ class RtpSession:
             self.inbound_dropped += 1
         inbound.append(pcm)
 
+    def audio_payload(self, payload: bytes, now: float) -> None:
+        """Decode one AUDIO payload (codecs the tick does not batch, or an odd size) and play it out."""
+        pcm = self._decode(payload)
+        if pcm is None:
+            self.concealed_frame()
+        elif pcm.size == self.frame_samples:
+            self.good_frame(pcm)
+        else:  # not a 20 ms packet: from now on the FIFO cuts exact frames
+            self.ready.extend(self.reframer.push(pcm))
+            self.reframe(now)
+
     def concealed_frame(self) -> None:
-        """A missing frame: prime the concealer with the recent real frames once, then synthesise."""
-        plc = self.plc
-        if not self.concealing:
-            self.concealing = True
-            for pcm in self.recent:
-                plc.good(pcm)
-            self.recent.clear()
-        self.frames_concealed += 1
-        self.deliver(plc.conceal())
+        """A missing frame: deliver what the concealer makes of it."""
+        self.deliver(self._conceal())
 
     def silence_frame(self) -> None:
         """Nothing to play (not started, a talkspurt gap, a long loss): deliver silence."""
         self.frames_silence += 1
         self.deliver(self.silence_pcm)
+
+    def reframe(self, now: float) -> None:
+        """Packets other than 20 ms: pop while the FIFO holds less than a frame, then deliver one 20 ms frame
+        (`reframing` stays True while the FIFO holds audio)."""
+        ready = self.ready
+        while not ready:
+            got = self.jitter.pop_payload(now)
+            if got is _SILENCE:
+                self.frames_silence += 1
+                pcm = self.silence_pcm
+            elif got is _CONCEALED:
+                pcm = self._conceal()
+            else:
+                decoded = self._decode(got)
+                pcm = self._conceal() if decoded is None else self._audio(decoded)
+            ready.extend(self.reframer.push(pcm))
+        self.deliver(ready.popleft())
+        self.reframing = bool(ready) or self.reframer.pending_samples > 0
 
     def deliver(self, pcm: np.ndarray) -> None:
         """Queue one inbound frame for the consumer, dropping the oldest if it is not keeping up."""
@@ -248,6 +305,39 @@ class RtpSession:
         if len(inbound) == self.inbound_max:
             self.inbound_dropped += 1
         inbound.append(pcm)
+
+    def _decode(self, payload: bytes) -> np.ndarray | None:
+        try:
+            return self.codec.decode(payload)
+        except CodecError:
+            self.decode_errors += 1
+            return None
+
+    def _audio(self, pcm: np.ndarray) -> np.ndarray:
+        """good_frame() without delivering: the (cross-faded) audio of one decoded packet."""
+        if self.concealing:
+            pcm = self._end_concealment(pcm)
+        else:
+            self.recent.append(pcm)
+        self.frames_audio += 1
+        return pcm
+
+    def _conceal(self) -> np.ndarray:
+        """One concealed frame; the concealer gets the recent real audio as history when a loss starts (it
+        only needs history then, so good() is not paid for on every frame)."""
+        plc = self.plc
+        if not self.concealing:
+            self.concealing = True
+            for pcm in self.recent:
+                plc.good(pcm)
+            self.recent.clear()
+        self.frames_concealed += 1
+        return plc.conceal()
+
+    def _end_concealment(self, pcm: np.ndarray) -> np.ndarray:
+        """The first real audio after a loss, overlap-added with the continued synthetic signal."""
+        self.concealing = False
+        return self.plc.good(pcm)  # the concealer has it as history now: not for `recent`
 
     # ------------------------------------------------------------------ send
 

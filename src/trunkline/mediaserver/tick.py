@@ -11,14 +11,16 @@ inactivity timers alive, and the peer's jitter buffer never has to restart. A he
 
 from __future__ import annotations
 
-from trunkline.codecs.base import CodecError
+from typing import Final
+
 from trunkline.codecs.g711 import alaw_decode, ulaw_decode
 from trunkline.logs import get_logger
 from trunkline.mediaserver.jitterbuffer import FrameKind
-from trunkline.mediaserver.session import RTP_HEADER, RtpSession
+from trunkline.mediaserver.rtp import RTP_HEADER
+from trunkline.mediaserver.session import RtpSession
 
-_AUDIO = FrameKind.AUDIO
-_CONCEALED = FrameKind.CONCEALED
+_SILENCE: Final = FrameKind.SILENCE
+_CONCEALED: Final = FrameKind.CONCEALED
 _DECODERS = (None, ulaw_decode, alaw_decode)  # indexed by RtpSession.batch_codec
 _pack = RTP_HEADER.pack
 log = get_logger("trunkline.media")
@@ -30,17 +32,18 @@ def run_tick(sessions: list[RtpSession], now: float, tick_index: int) -> list[by
     dec: tuple[list, list, list] = ([], [], [])  # per batch codec: [(session, payload), ...]
     for i, s in enumerate(sessions):
         try:
-            frame = s.jitter.pop(now)
-            kind = frame.kind
-            if kind is _AUDIO:
-                if s.batch_codec:
-                    dec[s.batch_codec].append((s, frame.payload))
-                else:
-                    _decode_one(s, frame.payload)
-            elif kind is _CONCEALED:
-                s.concealed_frame()
+            if s.reframing:  # packets other than 20 ms: the leg's FIFO cuts exact frames
+                s.reframe(now)
             else:
-                s.silence_frame()
+                got = s.jitter.pop_payload(now)
+                if got is _SILENCE:
+                    s.silence_frame()
+                elif got is _CONCEALED:
+                    s.concealed_frame()
+                elif s.batch_codec and len(got) == s.frame_samples:
+                    dec[s.batch_codec].append((s, got))
+                else:
+                    s.audio_payload(got, now)
             if s.dtmf_packets:
                 s.poll_dtmf(now)
             if s.held or s.remote is None:
@@ -84,41 +87,14 @@ def _leg_failed(s: RtpSession) -> None:
         log.exception("media.leg_tick_failed", ssrc=s.ssrc)
 
 
-def _decode_one(s: RtpSession, payload: bytes) -> None:
-    try:
-        pcm = s.codec.decode(payload)
-    except CodecError:
-        s.decode_errors += 1
-        s.concealed_frame()
-        return
-    s.good_frame(pcm)
-
-
 def _decode_batch(code: int, items: list[tuple[RtpSession, bytes]]) -> None:
+    """Decode one tick's G.711 payloads (all one frame long) in one call; each leg gets a row view."""
     decode = _DECODERS[code]
     assert decode is not None
-    payloads = [payload for _, payload in items]
-    pcm = decode(b"".join(payloads))
+    pcm = decode(b"".join([payload for _, payload in items]))
     pcm.flags.writeable = False  # consumers get views of this array
-    size = len(payloads[0])
-    if len(pcm) == size * len(items) and all(len(p) == size for p in payloads):
-        for (s, _), frame in zip(items, pcm.reshape(len(items), size), strict=True):  # row views, made in C
-            s.good_frame(frame)
-        return
-    offset = 0
-    for s, payload in items:
-        end = offset + len(payload)
-        s.good_frame(pcm[offset:end])
-        offset = end
-
-
-def _audio_packet(s: RtpSession, payload: bytes, ts: int) -> bytes:
-    second = s.pt_marker if s.marker_next or not s.talking else s.payload_type  # talkspurt start
-    s.marker_next = False
-    s.talking = True
-    seq = s.seq
-    s.seq = (seq + 1) & 0xFFFF
-    return _pack(0x80, second, seq, ts, s.ssrc) + payload
+    for (s, _), frame in zip(items, pcm.reshape(len(items), -1), strict=True):  # row views, made in C
+        s.good_frame(frame)
 
 
 def _dtmf_packet(s: RtpSession, ts: int) -> bytes:

@@ -70,8 +70,11 @@ class EndpointConfig:
 
     complete_hangover_ms: int = 200
     incomplete_hangover_ms: int = 900
-    unknown_hangover_ms: int = 700
+    unknown_hangover_ms: int = 800
     max_turn_ms: int = 30_000
+    # complete-looking text whose last word the ASR is less sure of counts as UNKNOWN (tiny ASR models
+    # "finish" a cut-off phrase: "declined and" → "declined in.")
+    min_complete_confidence: float = 0.6
     continuation_words: frozenset[str] = CONTINUATION_WORDS
 
     def hangover_ms(self, completeness: Completeness) -> int:
@@ -124,10 +127,19 @@ class Endpointer:
         self._silence_start_s = None
         self._completeness = Completeness.UNKNOWN
 
-    def set_text(self, text: str | None) -> None:
-        """Text decoded from the audio up to the current silence (ignored while the caller speaks)."""
-        if self._silence_start_s is not None:
-            self._completeness = classify_text(text, self.config.continuation_words)
+    def set_text(self, text: str | None, last_word_confidence: float | None = None) -> None:
+        """Text decoded from the audio up to the current silence (ignored while the caller speaks), with the
+        ASR's probability for its last word when it has one."""
+        if self._silence_start_s is None:
+            return
+        completeness = classify_text(text, self.config.continuation_words)
+        if (
+            completeness is Completeness.COMPLETE
+            and last_word_confidence is not None
+            and last_word_confidence < self.config.min_complete_confidence
+        ):
+            completeness = Completeness.UNKNOWN
+        self._completeness = completeness
 
     def reset(self) -> None:
         self._onset_s = None

@@ -80,11 +80,13 @@ class TurnListener:
             self._route(event, now, events)
         return events
 
-    def on_transcript(self, request_id: int, text: str, now: float) -> list[ListenerEvent]:
+    def on_transcript(
+        self, request_id: int, text: str, now: float, last_word_confidence: float | None = None
+    ) -> list[ListenerEvent]:
         """An ASR result arrived for `request_id` (speculative or final)."""
         events: list[ListenerEvent] = []
         if self.speculative.result(request_id, text):
-            self.endpointer.set_text(text)
+            self.endpointer.set_text(text, last_word_confidence)
             events.extend(self.poll(now))
         elif self.speculative.is_final(request_id):
             events.append(TurnTranscript(request_id, text, False, now))
