@@ -75,6 +75,7 @@ class RecordedCalls:
             log.warning("call.tenant_not_serving", tenant=call.tenant)
             return
         record_id = uuid.uuid4()
+        call.record_id = record_id  # the agent writes its turns under the same id
         bind_call(call_id=str(record_id), tenant_id=tenant)
         started = datetime.now(UTC)
         codec = call.media.codec if call.media else None
@@ -136,12 +137,25 @@ async def open_store(config: Config, environ: Mapping[str, str]) -> Any:
     return await open_call_store(settings)
 
 
-def default_handler(config: Config) -> CallHandler:
-    """Until the agent lands: greet the caller and record what they say (trunkline.sip.demo_call)."""
+def record_handler(config: Config) -> CallHandler:
+    """`call_handler = "record"`, for checking a trunk: greet the caller, record what they say per call."""
     from trunkline.sip.demo_call import DemoCalls, ensure_greeting, greeting_path, read_wav
 
     greeting = read_wav(ensure_greeting(greeting_path(config)))
     return DemoCalls(greeting, config.server.state_dir / "recordings")
+
+
+async def call_handler(
+    config: Config, tenants: TenantRegistry, store: CallStore, environ: Mapping[str, str]
+) -> tuple[CallHandler, Callable[[], Awaitable[None]] | None]:
+    """The per-call handler the config asks for, warmed up (models loaded once), and how to close it."""
+    if config.server.call_handler == "record":
+        return record_handler(config), None
+    from trunkline.pipeline.handler import build_call_handler
+
+    agent = build_call_handler(config, tenants, store, environ)
+    await agent.warm()
+    return agent, agent.aclose
 
 
 class TenantReloads:
@@ -189,12 +203,14 @@ async def serve(config: Config, environ: Mapping[str, str], ready: Callable[[], 
     store = await open_store(config, environ)
     engine = MediaEngine(config.media.rtp_host, config.media.rtp_port_min, config.media.rtp_port_max)
     service = SipService()
+    close_handler: Callable[[], Awaitable[None]] | None = None
     try:
         await store.sync_tenants(tenants.serving().values())
         reloads.store = store
+        handler, close_handler = await call_handler(config, tenants, store, environ)
         await engine.start()
         try:
-            await service.start(loop, config, engine, RecordedCalls(store, tenants, default_handler(config)))
+            await service.start(loop, config, engine, RecordedCalls(store, tenants, handler))
         except OSError as exc:
             address = f"{config.sip.listen_host}:{config.sip.listen_port}"
             raise StartupError(
@@ -212,6 +228,8 @@ async def serve(config: Config, environ: Mapping[str, str], ready: Callable[[], 
     finally:
         with contextlib.suppress(Exception):
             await service.aclose()
+        if close_handler is not None:
+            await close_handler()
         await engine.aclose()
         await store.aclose()
     log.info("server.stopped")

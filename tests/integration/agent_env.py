@@ -47,11 +47,13 @@ def demo_tenant(booking_url: str, *, greeting: str = SHORT_GREETING, extra: str 
     return text + '\n[network]\nallow_private = ["127.0.0.1"]\n' + extra
 
 
-def llm_tenant(base_url: str, booking_url: str, *, greeting: str = SHORT_GREETING) -> str:
+def llm_tenant(
+    base_url: str, booking_url: str, *, greeting: str = SHORT_GREETING, did: str = "+15550200"
+) -> str:
     """The demo tenant driven by an LLM at `base_url` (its intents stay as the outage fallback)."""
     text = demo_tenant(booking_url, greeting=greeting).replace('mode = "intents"', 'mode = "llm"')
     text = text.replace("confirm_first = true", "confirm_first = false")
-    text = text.replace('numbers = ["+15550100"]', 'numbers = ["+15550200"]')
+    text = text.replace('numbers = ["+15550100"]', f"numbers = [{json.dumps(did)}]")
     llm = f'\n[llm]\nbase_url = "{base_url}"\nmodel = "stub-model"\ntimeout_s = 5\n'
     return text.replace("\n[asr]", llm + "\n[asr]", 1)
 
@@ -61,6 +63,7 @@ class BookingServer:
     """A booking webhook: records every JSON request and answers 200 with a confirmation."""
 
     requests: list[dict[str, Any]] = field(default_factory=list)
+    delay_s: float = 0.0  # a slow booking system
     port: int = 0
     _server: uvicorn.Server | None = None
     _task: asyncio.Task[None] | None = None
@@ -71,6 +74,8 @@ class BookingServer:
 
     async def _book(self, request: Request) -> JSONResponse:
         self.requests.append(await request.json())
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         return JSONResponse({"status": "booked", "confirmation": "B-1234"})
 
     async def start(self) -> None:
@@ -104,6 +109,13 @@ class AgentServer:
     store: MemoryCallStore
     handler: AgentCalls
     calls: list[Any]
+    ended: int = 0
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def wait_ended(self, count: int, timeout_s: float = 30.0) -> None:
+        """Wait until `count` calls have ended on the server side (their records are all written)."""
+        async with asyncio.timeout(timeout_s), self.changed:
+            await self.changed.wait_for(lambda: self.ended >= count)
 
 
 @asynccontextmanager
@@ -146,15 +158,20 @@ async def agent_server(
     engine = MediaEngine(config.media.rtp_host, config.media.rtp_port_min, config.media.rtp_port_max)
     await engine.start()
     service = SipService()
-    calls: list[Any] = []
+    server = AgentServer(port, store, handler, [])
 
     async def on_call(call: Any) -> None:
-        calls.append(call)
-        await RecordedCalls(store, registry, handler)(call)
+        server.calls.append(call)
+        try:
+            await RecordedCalls(store, registry, handler)(call)
+        finally:
+            async with server.changed:
+                server.ended += 1
+                server.changed.notify_all()
 
     await service.start(asyncio.get_running_loop(), config, engine, on_call)
     try:
-        yield AgentServer(port, store, handler, calls)
+        yield server
     finally:
         await service.aclose()
         await engine.aclose()

@@ -69,6 +69,7 @@ class ServerProcess:
     process: subprocess.Popen[str] | None = None
     lines: list[tuple[str, str]] = field(default_factory=list)  # (stream, line) in arrival order
     returncode: int | None = None
+    cli_outputs: list[tuple[tuple[str, ...], str]] = field(default_factory=list)  # (args, stdout + stderr)
     _changed: threading.Condition = field(default_factory=threading.Condition)
     _pumps: list[threading.Thread] = field(default_factory=list)
 
@@ -91,7 +92,7 @@ class ServerProcess:
         for tenant_id, text in (tenants or {}).items():
             (tenants_dir / tenant_id).mkdir(parents=True, exist_ok=True)
             (tenants_dir / tenant_id / "tenant.toml").write_text(text)
-        port = free_udp_port()
+        port = int((sip or {}).get("listen_port", 0)) or free_udp_port()
         low, high = rtp_range(100)
         sections = {
             "sip": {"listen_host": "127.0.0.1", "listen_port": port, **(sip or {})},
@@ -102,6 +103,9 @@ class ServerProcess:
                 "tenants_dir": "tenants",
                 "drain_timeout_s": 10,
                 "greeting_wav": str(greeting_wav),
+                # operator flows are checked with the trunk-check handler (greeting + recording), which
+                # loads no models; the agent has its own end-to-end tests
+                "call_handler": "record",
                 **(server or {}),
             },
         }
@@ -228,8 +232,10 @@ class ServerProcess:
     # --- operator CLI against this server's state ---------------------------------------------------------
 
     def cli(self, *args: str, timeout_s: float = 60.0) -> subprocess.CompletedProcess[str]:
-        """`trunkline ARGS` with the server's environment, from its work directory."""
-        return run_cli(*args, env=self.env, cwd=self.workdir, timeout_s=timeout_s)
+        """`trunkline ARGS` with the server's environment, from its work directory (output kept)."""
+        result = run_cli(*args, env=self.env, cwd=self.workdir, timeout_s=timeout_s)
+        self.cli_outputs.append((args, result.stdout + result.stderr))
+        return result
 
     def calls_list(self, tenant: str) -> subprocess.CompletedProcess[str]:
         return self.cli("calls", "list", "--tenant", tenant, "--state-dir", str(self.state_dir))

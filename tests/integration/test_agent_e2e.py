@@ -1,73 +1,199 @@
 """The voice agent end to end on the real SIP/RTP path with real local models: baresip calls (a synthesized
-WAV as its microphone, what it hears recorded), the agent answers, and faster-whisper checks what the caller
-heard. Tenants: the demo tenant (offline intents policy) with its booking webhook pointed at a local server,
-and the same tenant driven by the stub OpenAI server."""
+WAV as its microphone, what it hears and sends recorded), the agent answers, and faster-whisper checks what
+the caller heard. One server for the module (models warm once) serves four tenants: the demo tenant (offline
+intents policy), the same tenant driven by the stub OpenAI server (short and long greeting), and the LLM
+tenant again behind kamailio as the carrier trunk. Every call prints the end-of-speech → agent-audio delay
+measured from the caller's own recordings (`pytest -s`)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import pytest_asyncio
 
 from tests.integration.agent_env import (
+    AgentServer,
+    BookingServer,
     agent_server,
     booking_server,
     demo_tenant,
+    llm_tenant,
     transcribe,
     voiced_spans,
     words,
 )
 from tests.peers.baresip import BaresipCaller, BaresipResult
-from tests.peers.speech import pad, synthesize
-from trunkline.store import Speaker, TurnRecord
+from tests.peers.kamailio import KamailioTrunk
+from tests.peers.openai_stub import ChatStream, Hang, HttpError, OpenAIStub, text_chunks, tool_call_chunks
+from tests.peers.pcap_audio import DigitAt, rtp_stream, write_rtp_pcap
+from tests.peers.sipp import SippProcess
+from tests.peers.sipp_scenarios import uac_basic
+from tests.peers.speech import synthesize
+from trunkline.store import CallRecord, Speaker, TurnRecord
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 RATE = 8000
 BOOKING = "I'd like to book a cleaning on Tuesday at ten."
-DEMO_DID, LLM_DID = "+15550100", "+15550200"
+DEMO_DID, LLM_DID, TRUNK_DID, LONG_DID = "+15550100", "+15550200", "+15550300", "+15550400"
+LONG_GREETING = (
+    "Thank you for calling Bright Smile Dental. This is Joy, the virtual receptionist. "
+    "I can book an appointment, tell you our opening hours, or put you through to the front desk. "
+    "How can I help you today?"
+)
+PASSWORD = "correct-horse"
 
 
-async def call(workdir: Path, port: int, did: str, mic: np.ndarray, seconds: int) -> BaresipResult:
-    caller = BaresipCaller(workdir, mic, RATE, seconds=seconds)
-    result = await asyncio.to_thread(caller.call, f"sip:{did}@127.0.0.1:{port}")
+@dataclass
+class Env:
+    server: AgentServer
+    stub: OpenAIStub
+    booking: BookingServer
+    kamailio: KamailioTrunk
+    workdir: Path
+
+
+@pytest.fixture(scope="module")
+def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KamailioTrunk]:
+    kam = KamailioTrunk(tmp_path_factory.mktemp("kam"), {"alice": PASSWORD}, {TRUNK_DID: "alice"})
+    kam.start()
+    yield kam
+    kam.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def env(tmp_path_factory: pytest.TempPathFactory, kamailio: KamailioTrunk) -> AsyncIterator[Env]:
+    workdir = tmp_path_factory.mktemp("agent")
+    carrier = {
+        "name": "carrier",
+        "host": "127.0.0.1",
+        "port": kamailio.customer_port,
+        "username": "alice",
+        "password_env": "CARRIER_PASSWORD",
+        "register": True,
+        "dids": {TRUNK_DID: "llm"},
+        "allowed_sources": ["127.0.0.1/32"],
+    }
+    local = {"name": "local", "allowed_sources": ["127.0.0.1/32"],
+             "dids": {DEMO_DID: "demo", LLM_DID: "llm", LONG_DID: "llmlong"}}  # fmt: skip
+    async with OpenAIStub() as stub, booking_server() as booking:
+        tenants = {
+            "demo": demo_tenant(booking.url),
+            "llm": llm_tenant(stub.base_url, booking.url),
+            "llmlong": llm_tenant(stub.base_url, booking.url, greeting=LONG_GREETING, did=LONG_DID),
+        }
+        async with agent_server(
+            workdir, tenants, {}, trunks=[carrier, local], env={"CARRIER_PASSWORD": PASSWORD}
+        ) as server:
+            registered = await asyncio.to_thread(kamailio.wait_for, lambda k: bool(k.registrations()), 15)
+            assert registered, kamailio.log_text()[-2000:]
+            yield Env(server, stub, booking, kamailio, workdir)
+
+
+@pytest.fixture
+def fresh(env: Env) -> Env:
+    """Per test: nothing scripted, no recorded requests left over from the previous test."""
+    env.stub.chat.clear()
+    env.stub.requests.clear()
+    env.booking.requests.clear()
+    env.booking.delay_s = 0.0
+    return env
+
+
+# --- placing a call and reading what happened ------------------------------------------------------------
+
+
+@dataclass
+class CallOutcome:
+    result: BaresipResult
+    records: list[Any]
+
+    @property
+    def turns(self) -> list[TurnRecord]:
+        return [r for r in self.records if isinstance(r, TurnRecord)]
+
+    def said_by(self, who: Speaker) -> list[TurnRecord]:
+        return [t for t in self.turns if t.speaker is who]
+
+    def heard_between(self, start_s: float, end_s: float | None = None) -> str:
+        rate = self.result.sample_rate_hz
+        heard = self.result.heard
+        return transcribe(heard[int(start_s * rate) : None if end_s is None else int(end_s * rate)], rate)
+
+
+def mic(*lines: tuple[float, str]) -> np.ndarray:
+    """The caller's microphone: each (start_s, text) spoken at its time, silence elsewhere."""
+    parts = [(round(at * RATE), synthesize(text, RATE)) for at, text in lines]
+    out = np.zeros(max(start + len(v) for start, v in parts), dtype=np.int16)
+    for start, voice in parts:
+        out[start : start + len(voice)] = voice
+    return out
+
+
+async def place_call(env: Env, name: str, uri: str, audio: np.ndarray, seconds: int) -> CallOutcome:
+    """baresip calls `uri`; returns its recordings and the store records of this call (once ended)."""
+    server = env.server
+    before_calls, before_records = len(server.calls), len(server.store.records)
+    caller = BaresipCaller(env.workdir / name, audio, RATE, seconds=seconds)
+    result = await asyncio.to_thread(caller.call, uri)
     assert result.established, result.describe()
-    return result
+    await server.wait_ended(before_calls + 1, timeout_s=20)
+    records = server.store.records[before_records:]
+    return CallOutcome(result, records)
 
 
-def speech_after(before_s: float, text: str) -> tuple[np.ndarray, float]:
-    """The caller's microphone: silence, then `text`; and when the speech ends (s from the start)."""
-    voice = synthesize(text, RATE)
-    return pad(voice, RATE, before_s=before_s), before_s + len(voice) / RATE
+def caller_spans(result: BaresipResult) -> list[tuple[float, float]]:
+    """When the caller spoke, from what baresip sent."""
+    return voiced_spans(result.sent, result.sample_rate_hz, gap_s=0.6)
 
 
-def reply_onset(result: BaresipResult, speech_end_s: float) -> float:
-    """When the agent's answer became audible at the caller, after the caller stopped speaking."""
-    spans = voiced_spans(result.heard, result.sample_rate_hz)
-    after = [s for s, _e in spans if s > speech_end_s]
-    assert after, f"no reply heard after {speech_end_s:.2f} s: {spans}"
-    return after[0]
+def agent_onsets(result: BaresipResult) -> list[tuple[float, float]]:
+    """(caller speech end, first agent audio heard after it) for each caller utterance that the agent
+    answered in silence, from baresip's sent/heard recordings."""
+    heard = voiced_spans(result.heard, result.sample_rate_hz)
+    pairs = []
+    for _start, end in caller_spans(result):
+        if any(s < end <= e for s, e in heard):
+            continue  # the agent was audible when the caller stopped: no gap to measure
+        after = [s for s, _e in heard if s > end]
+        if after:
+            pairs.append((end, after[0]))
+    return pairs
 
 
-def turns(store: object) -> list[TurnRecord]:
-    return [r for r in store.records if isinstance(r, TurnRecord)]  # type: ignore[attr-defined]
+def report_wire(label: str, outcome: CallOutcome) -> list[float]:
+    """Print end of caller speech → agent audio at the caller (ms), per answered utterance."""
+    gaps = [1000 * (onset - end) for end, onset in agent_onsets(outcome.result)]
+    agent = [t for t in outcome.said_by(Speaker.AGENT) if t.latency_ms]
+    server = [dict(t.latency_ms) for t in agent]
+    print(f"\n[{label}] wire end-of-speech -> agent audio: {[round(g) for g in gaps]} ms; server: {server}")
+    return gaps
 
 
-async def test_demo_tenant_books_with_intents(tmp_path: Path) -> None:
-    async with booking_server() as booking:
-        tenants = {"demo": demo_tenant(booking.url)}
-        async with agent_server(tmp_path, tenants, {DEMO_DID: "demo"}) as srv:
-            mic, speech_end = speech_after(3.0, BOOKING)
-            result = await call(tmp_path / "caller", srv.sip_port, DEMO_DID, mic, seconds=20)
-    assert booking.requests == [{"day": "tuesday", "time": "10:00"}]
-    heard = transcribe(result.heard, result.sample_rate_hz)
-    assert {"bright", "smile", "help"} <= words(heard), heard
+def chat_requests(stub: OpenAIStub) -> list[dict[str, Any]]:
+    return [r.json for r in stub.requests_to("/chat/completions") if r.json is not None]
+
+
+# --- the booking conversation ----------------------------------------------------------------------------
+
+
+async def test_demo_tenant_books_with_intents(fresh: Env) -> None:
+    env = fresh
+    uri = f"sip:{DEMO_DID}@127.0.0.1:{env.server.sip_port}"
+    outcome = await place_call(env, "intents", uri, mic((3.0, BOOKING)), seconds=13)
+    assert env.booking.requests == [{"day": "tuesday", "time": "10:00"}]
+    heard = transcribe(outcome.result.heard, RATE)
+    assert {"smile", "help"} <= words(heard), heard
     assert {"noted", "tuesday"} <= words(heard), heard
-    caller_turns = [t for t in turns(srv.store) if t.speaker is Speaker.CALLER]
-    agent_turns = [t for t in turns(srv.store) if t.speaker is Speaker.AGENT]
-    assert {"book", "cleaning", "tuesday"} <= words(caller_turns[0].text), caller_turns
-    reply = next(t for t in agent_turns if "noted" in t.text)
+    (caller,) = outcome.said_by(Speaker.CALLER)
+    assert {"book", "cleaning", "tuesday"} <= words(caller.text), caller
+    reply = next(t for t in outcome.said_by(Speaker.AGENT) if "noted" in t.text)
     assert list(reply.latency_ms) == [
         "endpoint",
         "transcript",
@@ -75,6 +201,161 @@ async def test_demo_tenant_books_with_intents(tmp_path: Path) -> None:
         "first_tts_audio",
         "first_rtp_out",
     ]
-    onset = reply_onset(result, speech_end)
-    print(f"\nwire: end of caller speech -> reply audible at caller: {1000 * (onset - speech_end):.0f} ms; "
-          f"server breakdown {dict(reply.latency_ms)}")  # fmt: skip
+    assert report_wire("intents booking", outcome)
+
+
+def script_booking(stub: OpenAIStub) -> None:
+    """The model asks for the booking tool (arguments split across deltas), then answers in words."""
+    pieces = ['{"day": "tues', 'day", "ti', 'me": "10:00"}']
+    stub.chat.append(ChatStream(tuple(tool_call_chunks([("call_book_1", "book_appointment", pieces)],
+                                                       usage=(120, 18)))))  # fmt: skip
+    reply = ["You're booked ", "for Tuesday at ten. ", "Anything else?"]
+    stub.chat.append(ChatStream(tuple(text_chunks(reply, usage=(160, 12)))))
+
+
+def check_llm_booking(env: Env, outcome: CallOutcome) -> None:
+    assert env.booking.requests == [{"day": "tuesday", "time": "10:00"}]
+    first, second = chat_requests(env.stub)[:2]
+    assert "book_appointment" in {t["function"]["name"] for t in first["tools"]}
+    assert first["messages"][-1]["role"] == "user"
+    assert {"book", "cleaning", "tuesday"} <= words(first["messages"][-1]["content"])
+    calls = [m for m in second["messages"] if m["role"] == "assistant" and m.get("tool_calls")]
+    assert calls[-1]["tool_calls"][0]["function"]["arguments"] == '{"day": "tuesday", "time": "10:00"}'
+    results = [m for m in second["messages"] if m["role"] == "tool"]
+    assert results and results[-1]["tool_call_id"] == "call_book_1", second["messages"]
+    assert "B-1234" in results[-1]["content"], results
+    end = caller_spans(outcome.result)[0][1]
+    heard = outcome.heard_between(end)
+    assert {"booked", "tuesday", "else"} <= words(heard), heard
+    reply = next(t for t in outcome.said_by(Speaker.AGENT) if "booked" in t.text)
+    assert not reply.interrupted
+
+
+async def test_llm_tenant_books_through_the_model(fresh: Env) -> None:
+    env = fresh
+    script_booking(env.stub)
+    uri = f"sip:{LLM_DID}@127.0.0.1:{env.server.sip_port}"
+    outcome = await place_call(env, "llm", uri, mic((3.0, BOOKING)), seconds=13)
+    check_llm_booking(env, outcome)
+    assert report_wire("llm booking, direct", outcome)
+
+
+async def test_llm_tenant_books_through_the_kamailio_trunk(fresh: Env) -> None:
+    env = fresh
+    script_booking(env.stub)
+    uri = f"sip:{TRUNK_DID}@127.0.0.1:{env.kamailio.pstn_port}"
+    outcome = await place_call(env, "trunk", uri, mic((3.0, BOOKING)), seconds=13)
+    call = next(r for r in outcome.records if isinstance(r, CallRecord))
+    assert call.to_number == TRUNK_DID and call.tenant_id == "llm"  # only kamailio routes this DID to us
+    check_llm_booking(env, outcome)
+    assert report_wire("llm booking, kamailio trunk", outcome)
+
+
+async def test_slow_tool_gets_a_hold_line(fresh: Env) -> None:
+    """The booking system takes 2.5 s: the caller hears "one moment" instead of dead air, then the reply."""
+    env = fresh
+    env.booking.delay_s = 2.5
+    script_booking(env.stub)
+    uri = f"sip:{LLM_DID}@127.0.0.1:{env.server.sip_port}"
+    outcome = await place_call(env, "slowtool", uri, mic((3.0, BOOKING)), seconds=14)
+    end = caller_spans(outcome.result)[0][1]
+    heard = outcome.heard_between(end)
+    assert {"one", "moment", "tuesday", "else"} <= words(heard), heard
+    reply = next(t for t in outcome.said_by(Speaker.AGENT) if "booked" in t.text)
+    assert reply.text.startswith("One moment."), reply.text
+    report_wire("slow tool", outcome)
+
+
+# --- the model fails -------------------------------------------------------------------------------------
+
+
+async def test_llm_500_and_stall_fall_back_and_the_call_goes_on(fresh: Env) -> None:
+    """Turn 1: the endpoint answers 500; turn 2: it never answers; both times the caller hears the
+    intents fallback. Turn 3: the model answers again and is heard."""
+    env = fresh
+    hung = env.stub.gate()
+    env.stub.chat.append(HttpError(500))
+    env.stub.chat.append(Hang(hung))
+    env.stub.chat.append(ChatStream(tuple(text_chunks(["Yes, we're open ", "on Saturday morning."]))))
+    audio = mic((3.0, "Hello there."), (8.5, "Hello again."), (14.5, "Are you open on Saturday?"))
+    uri = f"sip:{LLM_DID}@127.0.0.1:{env.server.sip_port}"
+    try:
+        outcome = await place_call(env, "fallback", uri, audio, seconds=21)
+    finally:
+        hung.set()
+    assert len(chat_requests(env.stub)) == 3
+    spans = caller_spans(outcome.result)
+    assert len(spans) == 3, spans
+    first = outcome.heard_between(spans[0][1], spans[1][0])
+    second = outcome.heard_between(spans[1][1], spans[2][0])
+    third = outcome.heard_between(spans[2][1])
+    assert "hello" in words(first), first  # the intents' greeting reply, said for the failed model
+    assert "hello" in words(second), second
+    assert {"open", "saturday", "morning"} <= words(third), third
+    gaps = report_wire("llm 500 / stall / ok", outcome)
+    assert len(gaps) == 3, gaps
+    messages = chat_requests(env.stub)[2]["messages"]
+    assert [m["role"] for m in messages[-5:]] == ["user", "assistant", "user", "assistant", "user"]
+
+
+# --- barge-in and backchannels ---------------------------------------------------------------------------
+
+
+async def test_barge_in_during_the_greeting(fresh: Env) -> None:
+    env = fresh
+    env.stub.chat.append(ChatStream(tuple(text_chunks(["Of course. ", "What time on Tuesday suits you?"]))))
+    uri = f"sip:{LONG_DID}@127.0.0.1:{env.server.sip_port}"
+    outcome = await place_call(env, "barge", uri, mic((2.5, "Can I book a cleaning on Tuesday?")), seconds=12)
+    greeting = outcome.said_by(Speaker.AGENT)[0]
+    assert greeting.interrupted, greeting
+    heard_text = greeting.heard_text or ""
+    assert heard_text and LONG_GREETING.startswith(heard_text) and heard_text != LONG_GREETING, heard_text
+    (request,) = chat_requests(env.stub)
+    roles = [(m["role"], m.get("content")) for m in request["messages"][1:]]
+    assert roles[0] == ("assistant", heard_text), roles  # the context holds only what was heard
+    assert roles[-1][0] == "user" and {"book", "tuesday"} <= words(roles[-1][1] or ""), roles
+    onset, end = caller_spans(outcome.result)[0]
+    heard_spans = voiced_spans(outcome.result.heard, RATE)
+    greeting_span = [s for s in heard_spans if s[0] < onset][-1]  # the stretch the caller talked over
+    cut_ms = 1000 * (greeting_span[1] - onset)
+    print(f"\n[barge-in] greeting audio stopped {cut_ms:.0f} ms after the caller's speech onset")
+    assert greeting_span[1] < end, (greeting_span, onset, end)  # stopped while the caller still spoke
+    reply = outcome.heard_between(end)
+    assert {"time", "tuesday"} <= words(reply), reply
+    report_wire("barge-in", outcome)
+
+
+async def test_backchannel_does_not_stop_the_greeting(fresh: Env) -> None:
+    env = fresh
+    uri = f"sip:{LONG_DID}@127.0.0.1:{env.server.sip_port}"
+    outcome = await place_call(env, "backchannel", uri, mic((3.0, "Uh-huh.")), seconds=13)
+    greeting = outcome.said_by(Speaker.AGENT)[0]
+    assert not greeting.interrupted, greeting
+    assert chat_requests(env.stub) == []  # nothing for the model to answer
+    assert not outcome.said_by(Speaker.CALLER)
+    heard = transcribe(outcome.result.heard, RATE)
+    assert {"appointment", "hours", "desk", "today"} <= words(heard), heard
+
+
+# --- DTMF and end_call -----------------------------------------------------------------------------------
+
+
+async def test_dtmf_reaches_the_model_and_end_call_hangs_up(fresh: Env, tmp_path: Path) -> None:
+    env = fresh
+    end_call = [("call_end_1", "end_call", [json.dumps({"reason": "caller pressed 1"})])]
+    env.stub.chat.append(ChatStream(tuple(tool_call_chunks(end_call))))
+    env.stub.chat.append(ChatStream(tuple(text_chunks(["Thanks for calling. ", "Goodbye!"]))))
+    pcm = np.zeros(4 * RATE, dtype=np.int16)
+    pcap = write_rtp_pcap(tmp_path / "dtmf.pcap", rtp_stream(pcm, [DigitAt("1", 3.0, 160)]))
+    before = len(env.server.calls)
+    sipp = SippProcess(uac_basic(pcap, remote_hangup=True), tmp_path / "sipp",
+                       remote=("127.0.0.1", env.server.sip_port), service=LLM_DID, timeout_s=30)  # fmt: skip
+    sipp.start()
+    result = await asyncio.to_thread(sipp.wait)
+    assert result.ok, result.describe()  # the server sent BYE and SIPp answered it
+    await env.server.wait_ended(before + 1)
+    first = chat_requests(env.stub)[0]
+    assert first["messages"][-1] == {"role": "user", "content": "The caller pressed 1."}
+    records = env.server.store.records
+    goodbye = next(r for r in records if isinstance(r, TurnRecord) and "Goodbye" in r.text)
+    assert not goodbye.interrupted

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from trunkline.config.model import (
+    CALL_HANDLERS,
     SUPPORTED_CODECS,
     Config,
     IpNetwork,
@@ -239,6 +240,7 @@ def _server(r: _Reader, base_dir: Path) -> ServerConfig:
         tenants_dir=base_dir / tenants_dir,
         drain_timeout_s=r.number("drain_timeout_s", d.drain_timeout_s, 0, 86400),
         greeting_wav=base_dir / greeting if greeting else None,
+        call_handler=r.choice("call_handler", d.call_handler, CALL_HANDLERS),
     )
     r.finish()
     return cfg

@@ -13,6 +13,8 @@ from pathlib import Path
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SUPPORTED_CODECS = ("PCMU", "PCMA", "G722")
+# "agent": the tenant's voice agent answers; "record": a trunk check — greeting, then record the caller per call.
+CALL_HANDLERS = ("agent", "record")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,7 @@ class ServerConfig:
     tenants_dir: Path = Path("tenants")
     drain_timeout_s: float = 30.0
     greeting_wav: Path | None = None
+    call_handler: str = "agent"
 
 
 @dataclass(frozen=True, slots=True)

@@ -96,6 +96,62 @@ _Entry = tuple[int, bytes, bool, float]
 class JitterBuffer:
     """Per-leg jitter buffer; time is passed in (monotonic seconds), nothing here reads a clock."""
 
+    __slots__ = (
+        "_clock",
+        "_conceal_run",
+        "_concealed",
+        "_cursor",
+        "_discarded",
+        "_drop_cost",
+        "_duplicate",
+        "_est",
+        "_estimator_args",
+        "_excess_cost",
+        "_frame",
+        "_frame_s",
+        "_gap_since_audio",
+        "_heap",
+        "_initial_s",
+        "_k_target",
+        "_last_marker",
+        "_last_pop",
+        "_last_seq",
+        "_last_ts",
+        "_late",
+        "_max_arrival",
+        "_max_conceal",
+        "_max_delay_s",
+        "_max_excess",
+        "_max_mapped",
+        "_max_packets",
+        "_max_raw",
+        "_max_seq",
+        "_origin",
+        "_overflow",
+        "_pkt_candidate",
+        "_pkt_samples",
+        "_played",
+        "_played_ts",
+        "_prev_seq",
+        "_prev_ssrc",
+        "_received",
+        "_resync_s",
+        "_resyncs",
+        "_seq_floor",
+        "_shrunk",
+        "_skipped",
+        "_slot",
+        "_ssrc",
+        "_ssrc_changes",
+        "_started",
+        "_store",
+        "_transits",
+        "_until_retarget",
+        "_wait_ewma",
+        "_wait_sum",
+        "_waits",
+    )
+
     def __init__(
         self,
         clock_rate_hz: int = 8000,
@@ -156,19 +212,20 @@ class JitterBuffer:
         self._slot = 0  # timeline position of the last gap frame
         self._gap_since_audio = False  # the cursor moved past something since then (concealed, skipped)
         self._conceal_run = 0
-        self._recent: dict[int, None] = {}  # recently played timestamps, oldest first
+        self._played_ts: list[int] = []  # recently played (or dropped) timestamps, oldest first
         # estimator
         self._est = DelayEstimator(*self._estimator_args)
-        self._transits = self._est.pending
+        self._transits = self._est.pending  # appended per packet, folded in by the estimator
         self._origin = 0.0  # playout offset at start (s), the estimator's k = 0
-        self._retarget_due = False
-        self._pops = 0
+        self._k_target = 0  # the estimator's target offset (frames above the origin)
+        self._until_retarget = 0  # pops until the next recomputation (0: not started yet)
         self._excess_cost = 0.0  # excess delay integrated over time (ms·s) since it was last in bounds
         self._last_pop: float | None = None
         # counters
         self._received = self._played = self._late = self._concealed = self._duplicate = 0
         self._overflow = self._discarded = self._shrunk = self._skipped = 0
         self._ssrc_changes = self._resyncs = 0
+        self._waits: list[float] = []  # buffering delays of packets played since the last fold
         self._wait_sum = self._wait_ewma = 0.0
 
     # ------------------------------------------------------------------ push
@@ -186,19 +243,29 @@ class JitterBuffer:
         self._received += 1
         step = self._pkt_samples
         if (
-            ssrc == self._ssrc
-            and seq == (self._max_seq + 1) & 0xFFFF
-            and timestamp == (self._max_raw + step) & 0xFFFFFFFF
-            and self._seq_floor is None
-        ):  # the next packet of the stream, one packet duration on: what _push_general would conclude
-            mapped = self._max_mapped = self._max_mapped + step
-            ext_seq = self._max_seq = self._max_seq + 1
-            self._max_raw = timestamp
-            self._max_arrival = arrival_time
-            self._pkt_candidate = step
-            self._accept(mapped, ext_seq, payload, marker, arrival_time)  # newer than all: no duplicate
-        else:
+            ssrc != self._ssrc
+            or seq != (self._max_seq + 1) & 0xFFFF
+            or timestamp != (self._max_raw + step) & 0xFFFFFFFF
+            or self._seq_floor is not None
+        ):
             self._push_general(ssrc, seq, timestamp, payload, marker, arrival_time)
+            return
+        # the next packet of the stream, one packet duration on (what _push_general would conclude);
+        # newer than anything buffered or played, so no duplicate, and late only if the cursor passed it
+        ts = self._max_mapped = self._max_mapped + step
+        ext_seq = self._max_seq = self._max_seq + 1
+        self._max_raw = timestamp
+        self._max_arrival = arrival_time
+        self._pkt_candidate = step
+        if ts < self._cursor:
+            self._accept(ts, ext_seq, payload, marker, arrival_time)
+            return
+        self._transits.append(arrival_time - ts / self._clock)
+        store = self._store
+        store[ts] = (ext_seq, payload, marker, arrival_time)
+        _heappush(self._heap, ts)
+        if len(store) > self._max_packets:
+            self._overflow_drop()
 
     def _push_general(
         self, ssrc: int, seq: int, timestamp: int, payload: bytes, marker: bool, arrival: float
@@ -222,9 +289,9 @@ class JitterBuffer:
             ):
                 self._discarded += 1
                 return
-        if mapped in self._store or mapped in self._recent:
-            self._duplicate += 1
-            return
+            if mapped in self._store or mapped in self._played_ts:
+                self._duplicate += 1
+                return
         self._accept(mapped, ext_seq, payload, marker, arrival)
 
     def _switch_ssrc(self, ssrc: int, seq: int, timestamp: int, arrival: float) -> bool:
@@ -285,19 +352,23 @@ class JitterBuffer:
         self._transits.append(arrival - ts / self._clock)
         if self._started and ts < self._cursor and (self._gap_since_audio or ts <= self._last_ts):
             self._late += 1
-            self._retarget_due = True
+            self._until_retarget = 1  # at the next pop
             return
         store = self._store
         store[ts] = (seq, payload, marker, arrival)
         _heappush(self._heap, ts)
         if len(store) > self._max_packets:
-            oldest = _heappop(self._heap)
-            del store[oldest]
-            self._overflow += 1
-            self._est.fold()  # nobody pops: keep the pending transits bounded too
-            if self._started:
-                self._cursor = max(self._cursor, oldest + self._pkt_samples)
-                self._gap_since_audio = True
+            self._overflow_drop()
+
+    def _overflow_drop(self) -> None:
+        """More than max_packets buffered: drop the oldest."""
+        oldest = _heappop(self._heap)
+        del self._store[oldest]
+        self._overflow += 1
+        self._est.fold()  # nobody pops: keep the pending transits bounded too
+        if self._started:
+            self._cursor = max(self._cursor, oldest + self._pkt_samples)
+            self._gap_since_audio = True
 
     # ------------------------------------------------------------------ pop
 
@@ -310,30 +381,55 @@ class JitterBuffer:
 
     def pop_payload(self, now: float) -> bytes | Literal[FrameKind.CONCEALED, FrameKind.SILENCE]:
         """pop() without the frame: the payload of an AUDIO frame, else FrameKind.CONCEALED or SILENCE."""
-        if not self._started and not self._try_start(now):
-            self._slot = 0
-            return _SILENCE
-        self._pops += 1
-        if self._retarget_due or self._pops % _RETARGET_EVERY == 0:
-            self._retarget_due = False
-            self._est.retarget()
+        n = self._until_retarget - 1
+        if n <= 0:
+            if self._started:
+                self._retarget()
+                n = _RETARGET_EVERY
+            elif self._try_start(now):
+                n = _RETARGET_EVERY - 1  # counting this pop
+            else:
+                self._slot = 0
+                return _SILENCE
+        self._until_retarget = n
         cursor = self._cursor
         # current playout offset minus the target, in frames (> 0: more delay than wanted)
-        excess = round((now - cursor / self._clock - self._origin) / self._frame_s) - self._est.k_target
+        excess = round((now - cursor / self._clock - self._origin) / self._frame_s) - self._k_target
+        if excess > 0:
+            return self._pop_with_excess(now, excess)
+        self._last_pop = now
+        self._excess_cost = 0.0
+        heap = self._heap
+        if heap and heap[0] < cursor + self._frame:
+            return self._play(heap[0], now)
+        return self._fill_gap(now, excess)
+
+    def _pop_with_excess(
+        self, now: float, excess: int
+    ) -> bytes | Literal[FrameKind.CONCEALED, FrameKind.SILENCE]:
+        """pop() with more delay than the target: catch up, or shrink where that is safe (see _fill_gap)."""
         if excess > self._max_excess:
             excess = self._catch_up(excess)
-            cursor = self._cursor
-        if excess <= 0:
             self._excess_cost = 0.0
         elif self._last_pop is not None:
             self._excess_cost += excess * self._frame_s * 1000 * (now - self._last_pop)
         self._last_pop = now
         heap = self._heap
-        if heap and heap[0] < cursor + self._frame:
+        if heap and heap[0] < self._cursor + self._frame:
+            ts = heap[0]
             if self._excess_cost >= self._drop_cost and len(heap) > 1:
-                return self._play(self._shrink_by_drop(heap[0]), now)
-            return self._play(heap[0], now)
+                ts = self._shrink_by_drop(ts)
+            return self._play(ts, now)
         return self._fill_gap(now, excess)
+
+    def _retarget(self) -> None:
+        """Every few pops: fold in the recent statistics, recompute the target."""
+        self._est.retarget()
+        self._k_target = self._est.k_target
+        self._fold_waits()
+        played = self._played_ts
+        if len(played) > 2 * _PLAYED_MEMORY:
+            del played[:-_PLAYED_MEMORY]
 
     def _try_start(self, now: float) -> bool:
         store = self._store
@@ -365,7 +461,7 @@ class JitterBuffer:
             return ts
         _heappop(heap)
         del self._store[ts]
-        self._remember(ts)
+        self._played_ts.append(ts)
         self._discarded += 1
         self._shrunk += 1
         self._excess_cost = 0.0
@@ -384,15 +480,9 @@ class JitterBuffer:
         if last_seq is not None and seq > last_seq + 1:
             self._skipped += seq - last_seq - 1
         self._last_seq = seq
-        played = self._played = self._played + 1
         self._conceal_run = 0
-        wait = now - arrival
-        self._wait_sum += wait
-        self._wait_ewma += (wait - self._wait_ewma) * (_EWMA if played > 64 else 1 / played)
-        recent = self._recent
-        recent[ts] = None
-        if len(recent) > 2 * _PLAYED_MEMORY:
-            self._remember(ts)
+        self._waits.append(now - arrival)  # counted as played when folded in
+        self._played_ts.append(ts)
         return payload
 
     def _fill_gap(self, now: float, excess: int) -> bytes | Literal[FrameKind.CONCEALED, FrameKind.SILENCE]:
@@ -420,18 +510,22 @@ class JitterBuffer:
                 return _CONCEALED
         return _SILENCE
 
-    def _remember(self, ts: int) -> None:
-        """Note a played (or dropped) timestamp; the memory is trimmed in bulk, cheaper than one at a time."""
-        recent = self._recent
-        recent[ts] = None
-        if len(recent) > 2 * _PLAYED_MEMORY:
-            self._recent = dict.fromkeys(list(recent)[-_PLAYED_MEMORY:])
+    def _fold_waits(self) -> None:
+        """Count the packets played since the last fold and their delays (kept apart to save per-pop work)."""
+        played, total, ewma = self._played, self._wait_sum, self._wait_ewma
+        for wait in self._waits:
+            played += 1
+            total += wait
+            ewma += (wait - ewma) * (_EWMA if played > 64 else 1 / played)
+        self._waits.clear()
+        self._played, self._wait_sum, self._wait_ewma = played, total, ewma
 
     # ------------------------------------------------------------------ stats
 
     @property
     def stats(self) -> JitterStats:
         """A snapshot of the counters and delays."""
+        self._fold_waits()
         return JitterStats(
             received=self._received,
             played=self._played,

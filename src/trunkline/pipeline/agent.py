@@ -36,6 +36,9 @@ from trunkline.vad.vad import VadFrameError, VoiceActivityDetector
 
 log = get_logger("trunkline.pipeline.agent")
 QUEUE_MAX = 8
+HOLD_LINE = "One moment."
+HOLD_AFTER_S = 1.0
+_END = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +113,12 @@ class Agent:
         recorder: TurnRecorder,
         events: asyncio.Queue[Any] | None = None,
         language: str = "en",
+        hold_line: str = HOLD_LINE,
+        hold_after_s: float = HOLD_AFTER_S,
     ) -> None:
         self._leg = leg
+        self._hold_line = hold_line
+        self._hold_after_s = hold_after_s
         self._vad = vad
         self._listener = listener
         self._barge_in = barge_in
@@ -134,6 +141,7 @@ class Agent:
         self._during_playback = False  # the caller's current burst began while the agent spoke
         self._interrupted = False  # ...and it interrupted the agent
         self._cut_unsaid: tuple[str, ...] = ()
+        self._resume_pending = False  # a confirm timeout came while the caller's words were still decoding
         self._pending_action: EndCall | Transfer | None = None
         self.interruptions = 0
         self.dropped_turns = 0
@@ -235,6 +243,7 @@ class Agent:
                 self._on_barge_in(decision)
         for event in self._listener.on_transcript(request.request_id, text, now):
             self._on_listener_event(event, now)
+        self._settle_resume(text)
 
     def _on_transcript(self, event: TurnTranscript) -> None:
         ended = self._turns.pop(event.request_id, None)
@@ -273,9 +282,29 @@ class Agent:
         elif action is BargeInAction.INTERRUPT:
             self._interrupt(decision)
         elif action is BargeInAction.RESUME_CUT and self._cut_unsaid:
+            if decision.reason == "confirm_timeout" and (self._decodes or self._turns):
+                self._resume_pending = True  # slow ASR is not silence: let the words decide
+            else:
+                self._resume_cut()
+
+    def _resume_cut(self) -> None:
+        """The interruption was noise: say the cut sentence again."""
+        self._resume_pending = False
+        if self._cut_unsaid:
             log.info("agent.resume_cut")
             self._submit(Prompt("resume_cut", self._cut_unsaid))
             self._cut_unsaid = ()
+
+    def _settle_resume(self, text: str) -> None:
+        """A deferred RESUME_CUT: words mean the caller took the floor; no words (and nothing left to
+        decode) mean it was noise after all."""
+        if not self._resume_pending:
+            return
+        if classify_burst(text, self._barge_in.backchannel_words) is TranscriptKind.WORDS:
+            self._resume_pending = False
+            self._cut_unsaid = ()
+        elif not self._decodes and not self._turns:
+            self._resume_cut()
 
     def _interrupt(self, decision: BargeInDecision) -> None:
         self._interrupted = True
@@ -330,7 +359,6 @@ class Agent:
             else:
                 for text in item.texts:
                     await self._speaker.say(playback, text, cached=item.key != "resume_cut")
-                self._policy.said(" ".join(item.texts))
             self._speaker.end(playback)
             await playback.done.wait()
         except asyncio.CancelledError:
@@ -338,18 +366,41 @@ class Agent:
         except Exception:  # a failing reply must not end the call
             log.exception("agent.reply_failed")
             self._speaker.end(playback)
-        heard: str | None = None
-        if playback.interrupted:
-            heard = playback.heard_text or ""
-            self._policy.heard(heard)
+        heard = (playback.heard_text or "") if playback.interrupted else None
+        if isinstance(item, CallerTurn):
+            if heard is not None:
+                self._policy.heard(heard)
+        else:  # a prompt enters the context once it has played, as far as the caller heard it
+            self._policy.said(playback.text if heard is None else heard)
         self._recorder.agent_turn(playback, heard, self.clock())
 
     async def _answer(self, turn: CallerTurn, playback: Playback) -> None:
-        latency = turn.latency
+        """Play the policy's answer as it streams. If the caller has heard nothing of it after
+        `hold_after_s` of waiting (a slow tool, a slow model), say the hold line once: no dead air."""
         events = self._policy.reply(turn.text)
-        async with contextlib.aclosing(events):  # type: ignore[type-var]
-            async for event in events:
-                await self._on_policy_event(event, playback, latency)
+        held = not self._hold_line
+        pending: asyncio.Future[Any] | None = None
+        try:
+            while True:
+                pending = asyncio.ensure_future(anext(events, _END))
+                if not held and playback.total_samples == 0:
+                    done, _ = await asyncio.wait({pending}, timeout=self._hold_after_s)
+                    if not done:
+                        held = True
+                        log.info("agent.hold_line")
+                        await self._speaker.say(playback, self._hold_line, cached=True)
+                event = await pending
+                pending = None
+                if event is _END:
+                    return
+                await self._on_policy_event(event, playback, turn.latency)
+        finally:
+            if pending is not None:  # cancelled (barge-in) mid-event: stop the policy's step first
+                pending.cancel()
+                await asyncio.wait({pending})
+                if not pending.cancelled():
+                    pending.exception()
+            await events.aclose()  # type: ignore[attr-defined]
 
     async def _on_policy_event(self, event: Any, playback: Playback, latency: TurnLatency | None) -> None:
         if isinstance(event, Decided):

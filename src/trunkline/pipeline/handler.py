@@ -22,7 +22,7 @@ import structlog
 
 from trunkline.config.model import Config
 from trunkline.logs import get_logger
-from trunkline.pipeline.agent import Agent, CallActions, CallerTurn
+from trunkline.pipeline.agent import HOLD_LINE, Agent, CallActions, CallerTurn
 from trunkline.pipeline.asr import LocalWhisper, OpenAITranscriber, SpeechRecognizer
 from trunkline.pipeline.conversation import CatalogTools, Conversation
 from trunkline.pipeline.llm import LlmTurnRunner, TurnLimits, make_openai_client
@@ -172,6 +172,7 @@ class AgentCalls:
         self.whisper = LocalWhisper(self.asr_pool, cpu_threads=2, fitted_window=True)
         self.prompts = PromptCache(256)
         self._catalogs: dict[int, tuple[TenantConfig, ToolCatalog]] = {}
+        self._openai_clients: dict[tuple[str, str | None], Any] = {}
         self._http: httpx.AsyncClient | None = None
         self._warmed = False
 
@@ -180,16 +181,41 @@ class AgentCalls:
         if self._warmed:
             return
         piper = LocalPiper(self.tts_pool)
-        await asyncio.gather(asyncio.to_thread(self.whisper.preload), asyncio.to_thread(piper.preload))
+        await asyncio.gather(
+            asyncio.to_thread(self.whisper.preload),
+            asyncio.to_thread(piper.preload),
+            asyncio.to_thread(self._make_openai_clients, list(self._tenants.serving().values())),
+        )
         self._warmed = True
         for tenant in self._tenants.serving().values():
             if tenant.tts.engine == "local":
-                lines = [*prompt_texts(tenant).values(), tenant.policy.fallback_reply]
+                lines = [*prompt_texts(tenant).values(), tenant.policy.fallback_reply, HOLD_LINE]
                 await self.prompts.warm(LocalPiper(self.tts_pool, output_rate_hz=WARM_RATE_HZ), lines)
 
     async def aclose(self) -> None:
         if self._http is not None:
             await self._http.aclose()
+        for client in self._openai_clients.values():
+            await client.close()
+        self._openai_clients.clear()
+
+    def _make_openai_clients(self, tenants: list[TenantConfig]) -> None:
+        """In a worker thread: import the SDK and build the tenants' clients (seconds of work that must not
+        stall the event loop, and so the media, when the first call arrives)."""
+        for tenant in tenants:
+            for settings in (tenant.llm, tenant.asr, tenant.tts):
+                base_url = getattr(settings, "base_url", None)
+                if base_url and getattr(settings, "engine", "openai") == "openai":
+                    client = self._openai(base_url, getattr(settings, "api_key", None))
+                    _ = client.chat.completions, client.audio.speech, client.audio.transcriptions
+
+    def _openai(self, base_url: str, api_key: Any) -> Any:
+        """One shared client (and connection pool) per endpoint and key, for every call."""
+        key = api_key.reveal() if api_key else None
+        client = self._openai_clients.get((base_url, key))
+        if client is None:
+            client = self._openai_clients[(base_url, key)] = make_openai_client(base_url, key)
+        return client
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -208,15 +234,13 @@ class AgentCalls:
     def _asr(self, tenant: TenantConfig) -> SpeechRecognizer:
         s = tenant.asr
         if s.engine == "openai" and s.base_url:
-            key = s.api_key.reveal() if s.api_key else None
-            return OpenAITranscriber(make_openai_client(s.base_url, key), model=s.model)
+            return OpenAITranscriber(self._openai(s.base_url, s.api_key), model=s.model)
         return self.whisper
 
     def _tts(self, tenant: TenantConfig, rate_hz: int) -> SpeechSynthesizer:
         s = tenant.tts
         if s.engine == "openai" and s.base_url:
-            key = s.api_key.reveal() if s.api_key else None
-            client = make_openai_client(s.base_url, key)
+            client = self._openai(s.base_url, s.api_key)
             return OpenAISpeech(client, model=s.model or "tts-1", voice=s.voice, output_rate_hz=rate_hz)
         return LocalPiper(self.tts_pool, output_rate_hz=rate_hz)
 
@@ -225,7 +249,7 @@ class AgentCalls:
         llm = tenant.llm
         if tenant.policy.mode != "llm" or llm is None:
             return intents
-        client = make_openai_client(llm.base_url, llm.api_key.reveal() if llm.api_key else None)
+        client = self._openai(llm.base_url, llm.api_key)
         tools = CatalogTools(catalog, ctx)
         limits = TurnLimits(
             turn_timeout_s=llm.timeout_s + 10, temperature=llm.temperature, max_tokens=llm.max_tokens

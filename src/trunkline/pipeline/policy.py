@@ -199,8 +199,17 @@ class LlmPolicy:
         self.conversation.truncate_last_assistant(text)
 
     def said(self, text: str) -> None:
-        if text.strip():
-            self.conversation.add_assistant(text.strip())
+        """Lines said on the agent's own; one that follows an agent message (a resumed sentence after a
+        cut, a prompt after a reply) is merged into it, so the model sees one coherent reply."""
+        text = text.strip()
+        if not text:
+            return
+        messages = self.conversation.messages
+        last = messages[-1] if messages else None
+        if last is not None and last["role"] == "assistant" and last.get("content"):
+            messages[-1] = {**last, "content": f"{last['content']} {text}"}
+        else:
+            self.conversation.add_assistant(text)
 
     async def reply(self, text: str) -> AsyncIterator[PolicyEvent]:
         if self._tools is not None:

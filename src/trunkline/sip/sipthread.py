@@ -59,6 +59,8 @@ class SipThread:
 
             # One sender thread: with several, a 180 and a 200 sent back to back can leave out of order.
             Udp_server_opts.nworkers = 1
+            # no SO_REUSEADDR: a second server on the port must fail to bind, not silently take its traffic
+            Udp_server_opts.flags = 0
             self._ed2 = ED2
         except BaseException as exc:
             self._error = exc

@@ -4,6 +4,9 @@ Feed every frame with its VAD flag (`push`), every ASR result (`on_transcript`),
 `next_deadline()`. Out come the segmenter's events, `DecodeRequest`s to run on the ASR pool (speculative at
 each silence, final when nothing can be reused), `DecodeCancelled` when speech resumes, `TurnEnded` when the
 endpointer closes the turn, and `TurnTranscript` once the turn's text is known (at once when reused).
+Answer every `DecodeRequest`, with "" when the decode failed, so an awaited turn still gets its transcript.
+While the agent speaks, feed the same segment events to the `BargeInPolicy`; a turn whose burst it judged a
+backchannel is the integration's to drop.
 """
 
 from __future__ import annotations
