@@ -1,18 +1,20 @@
 """Endpointing and barge-in quality on synthesized telephone speech, replayed on a virtual clock.
 
 Utterances: fixed texts cut into chunks, each chunk spoken by piper (joe, deterministic: noise scales 0),
-joined with seeded mid-sentence pauses of 300-700 ms after words that need a continuation ("for", "and, um,",
-"because"), then 8 kHz, a -60 dBFS noise floor and a G.711 µ-law round trip. Each runs through WebRtcVad +
-SpeechSegmenter + Endpointer (trunkline.vad.TurnListener). Text for the endpointer comes from faster-whisper
-speculative decodes delivered `latency` ms after the request (several latencies, plus the measured decode time
-of this run), or not at all (the no-text rule).
+joined with seeded pauses of 300-700 ms after words that need a continuation ("for", "and, um,", "because"),
+then 8 kHz, a -60 dBFS noise floor and a G.711 µ-law round trip. Each runs through WebRtcVad + SpeechSegmenter
++ Endpointer (trunkline.vad.TurnListener). The endpointer's text comes from faster-whisper speculative decodes
+(tiny.en-class model, with last-word probability) delivered `latency` ms after each request; or never (the
+no-text rule); "asr_latency_measured" uses the median decode time measured when the cache was filled.
 * endpoint delay = decision time − true end of speech (last chunk's last sample); p50/p95 over turns not cut.
 * early % = turns whose first end-of-turn decision came before the true end of speech.
 Barge-in: backchannels ("uh-huh", "yeah", ...) and noise bursts vs real interruptions, spoken while the agent
-talks, through the same VAD/segmenter and BargeInPolicy; false stop % = backchannels/noise that INTERRUPTed;
-onset → stop = true speech onset → first PAUSE/INTERRUPT (the leg flushes on the next 20 ms tick after it).
-Audio and transcripts are cached in bench/.cache/endpointing/ (delete it to re-measure decode times).
-Run: python bench/endpointing.py   (prints JSON)
+talks, through the same VAD/segmenter and BargeInPolicy (transcripts 150 ms after each request). False stop %
+= backchannels/noise that INTERRUPTed; onset → stop = true speech onset → first PAUSE/INTERRUPT decision (the
+leg stops sending on the next 20 ms tick after it); paused % = backchannels/noise that held playout briefly.
+Headlines: endpoint_* at 150 ms ASR latency with the default EndpointConfig; barge-in with the default policy.
+Audio and transcripts (with decode times) are cached in bench/.cache/endpointing/; a cold run synthesizes ~100
+clips and runs ~400 decodes (minutes). Run: python bench/endpointing.py   (prints JSON)
 """
 
 from __future__ import annotations
@@ -328,7 +330,7 @@ def bargein_run(samples: list[Any], models: Models, latency_s: float, **policy: 
         if kind == "interruption" and stops:
             latencies.append((stops[0] - onset) * 1000)
         if kind != "interruption":
-            paused.append(bool(stops))
+            paused.append(any(a is BargeInAction.PAUSE for a, _ in decisions))
     false = interrupted["backchannel"] + interrupted["noise"]
     return {
         "policy": policy,

@@ -56,7 +56,9 @@ def jitter_metrics(result: dict[str, Any], pjmedia: dict[str, Any] | None = None
         ours = result.get(trace, {})
         live = (pjmedia or {}).get(trace)
         ref = live if isinstance(live, dict) else PJMEDIA_JB_REFERENCE[trace]
-        comparator = "pjmedia 2.15.1, same traces, this run" if live else "pjmedia, reference figure (not rerun)"
+        comparator = (
+            "pjmedia 2.15.1, same traces, this run" if live else "pjmedia, reference figure (not rerun)"
+        )
         delay = ours.get("mean_added_delay_ms")
         pct = ours.get("conceal_or_drop_pct")
         rows.append(
@@ -88,6 +90,53 @@ def jitter_metrics(result: dict[str, Any], pjmedia: dict[str, Any] | None = None
     return rows
 
 
+def endpointing_metrics(result: dict[str, Any]) -> list[Metric]:
+    """Endpointing delay and early cuts on the pause-rich set; barge-in decision time and false stops."""
+    how = result.get("how", "")
+    rows = [
+        (
+            "endpoint_delay_p95_ms",
+            "Endpointing delay p95 (pause-rich set)",
+            "ms",
+            result.get("endpoint_delay_ms_p95"),
+            250.0,
+        ),
+        (
+            "endpoint_early_pct",
+            "Turns cut early (pause-rich set)",
+            "%",
+            result.get("endpoint_early_pct"),
+            5.0,
+        ),
+        (
+            "bargein_false_stop_pct",
+            "Barge-in false stops (backchannel/noise set)",
+            "%",
+            result.get("false_stop_pct"),
+            5.0,
+        ),
+        (
+            "bargein_onset_to_stop_p95_ms",
+            "Barge-in: caller onset → stop decision p95",
+            "ms",
+            result.get("bargein_onset_to_stop_ms_p95"),
+            130.0,
+        ),
+    ]
+    return [
+        Metric(
+            mid,
+            title,
+            unit,
+            value,
+            f"≤ {target:g} {unit}",
+            None if value is None else value <= target,
+            how=how,
+        )
+        for mid, title, unit, value, target in rows
+    ]
+
+
 def pjmedia_metrics(result: dict[str, Any]) -> list[Metric]:
     """The comparator run itself yields no row; its numbers appear beside ours in the jitter rows."""
     return []
@@ -110,10 +159,12 @@ def run_step(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run, numbers not quotable)")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer repeats (smoke run, numbers not quotable)"
+    )
     args = parser.parse_args(argv)
 
-    from bench import jitter_quality, media_cpu, pjmedia_jb
+    from bench import endpointing, jitter_quality, media_cpu, pjmedia_jb
 
     raw: dict[str, Any] = {}
     steps: list[tuple[str, Callable[[], dict[str, Any]], Callable[[dict[str, Any]], list[Metric]]]] = [
@@ -124,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             lambda: media_cpu.run(repeats=2 if args.quick else 5, seconds=5 if args.quick else 20),
             media_cpu_metrics,
         ),
+        ("endpointing", endpointing.run, endpointing_metrics),
     ]
     out_dir = RESULTS_DIR / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     metrics: list[Metric] = []

@@ -35,7 +35,8 @@ INTERRUPT, RESUME_CUT = BargeInAction.INTERRUPT, BargeInAction.RESUME_CUT
         ("Mm-hmm", TranscriptKind.BACKCHANNEL),
         ("Yeah, yeah. Okay.", TranscriptKind.BACKCHANNEL),
         ("All right", TranscriptKind.BACKCHANNEL),
-        ("Got it, thanks", TranscriptKind.WORDS),
+        ("Got it, thanks", TranscriptKind.BACKCHANNEL),
+        ("Thanks, but no", TranscriptKind.WORDS),
         ("Stop.", TranscriptKind.WORDS),
         ("Yeah but I want to cancel", TranscriptKind.WORDS),
         ("Wait", TranscriptKind.WORDS),
@@ -86,7 +87,7 @@ def test_backchannel_pauses_then_resumes_without_interrupting() -> None:
     (pi, pause), (ri, resume) = call.decisions
     assert pi == 14 and pause.reason == "min_speech"  # 5th voiced frame = 100 ms of speech
     assert pause.onset_s == pytest.approx(0.20)
-    assert ri == 23 and resume.reason == "short_burst"  # silence detected after 2 frames
+    assert ri == 27 and resume.reason == "short_burst"  # silence from 0.44 s, burst over after a 120 ms gap
     call.say("Uh-huh.")
     call.feed([0] * 100)
     assert call.actions == [PAUSE, RESUME]
@@ -98,7 +99,7 @@ def test_long_speech_interrupts_and_words_confirm_it() -> None:
     call.feed([0] * 10 + [1] * 40 + [0] * 5)
     assert call.actions == [PAUSE, INTERRUPT]
     ii, interrupt = call.decisions[1]
-    assert ii == 29 and interrupt.reason == "long_burst"  # 20th voiced frame = 400 ms
+    assert ii == 39 and interrupt.reason == "long_burst"  # 30th voiced frame = 600 ms
     call.say("Wait, I have a question about my bill.")
     call.feed([0] * 200)
     assert call.actions == [PAUSE, INTERRUPT]
@@ -107,11 +108,11 @@ def test_long_speech_interrupts_and_words_confirm_it() -> None:
 
 def test_interruption_without_words_resumes_the_cut_sentence() -> None:
     call = Call(policy=BargeInPolicy(confirm_window_ms=1000))
-    call.feed([0] * 10 + [1] * 30 + [0] * 80)  # a 600 ms noise burst ending at frame 40
+    call.feed([0] * 10 + [1] * 40 + [0] * 80)  # an 800 ms noise burst: silence from 1.00 s
     assert call.actions == [PAUSE, INTERRUPT, RESUME_CUT]
     ci, cut = call.decisions[2]
     assert cut.reason == "confirm_timeout"
-    assert ci == 41 + 50  # silence detected at frame 41 (now 0.84 s), +1.0 s
+    assert ci == 105  # burst over at 1.12 s (120 ms gap), + 1.0 s = 2.12 s = frame 105
     assert call.policy.state is BargeInState.LISTENING
 
 
@@ -169,8 +170,18 @@ def test_without_pausing_a_long_burst_interrupts_at_backchannel_max() -> None:
 
 def test_clicks_and_short_noise_do_nothing() -> None:
     call = Call()
-    call.feed([0, 1, 1, 0, 0, 0, 1, 0, 0, 1, 1, 1, 0, 0, 0] * 5)  # 60 ms bursts: start, never 100 ms
+    call.feed([0] * 5 + ([1] * 4 + [0] * 10) * 5)  # 80 ms clicks 200 ms apart: each starts, none lasts 100 ms
     assert call.actions == []
+
+
+def test_a_stop_consonant_does_not_split_the_burst() -> None:
+    call = Call()
+    call.feed([0] * 10 + [1] * 4 + [0] * 3 + [1] * 4 + [0] * 20)  # "s-[closure]-top": 60 ms gap
+    assert call.actions == [PAUSE, RESUME]
+    assert call.decisions[0][0] == 17  # 5th voiced frame, the first after the gap
+    assert call.decisions[1][0] == 26  # silence from 0.42 s + 120 ms
+    call.say("Stop.")
+    assert call.actions == [PAUSE, RESUME, INTERRUPT]
 
 
 def test_pauses_between_backchannels_are_separate_bursts() -> None:

@@ -30,7 +30,7 @@ DEFAULT_BACKCHANNELS = frozenset(
         "uh-huh", "uh huh", "uhhuh", "mm-hmm", "mm hmm", "mhm", "mmhmm", "mm-hm", "hmm", "mm", "hm",
         "uh", "um", "oh", "ah", "aha", "yeah", "yea", "yes", "yep", "yup", "ya", "okay", "ok", "o.k",
         "right", "alright", "all right", "sure", "got it", "i see", "cool", "great", "nice", "gotcha",
-        "true", "exactly", "indeed",
+        "true", "exactly", "indeed", "mmm", "mhmm", "mm-hmm-hmm", "thanks", "thank you",
     }
 )  # fmt: skip
 _TOKEN = re.compile(r"[a-z0-9']+(?:[-.][a-z0-9']+)*")
@@ -83,12 +83,14 @@ class BargeInDecision:
 
 class BargeInPolicy:
     """One per leg. Feed it the agent's playback state, the caller segmenter's events and transcripts of the
-    caller's audio; call `poll(now)` at `next_deadline()`."""
+    caller's audio; call `poll(now)` at `next_deadline()`. Speech separated by less than `burst_gap_ms` of
+    silence (a stop consonant, a breath) is one burst."""
 
     def __init__(
         self,
         min_speech_ms: int = 100,
-        backchannel_max_ms: int = 400,
+        backchannel_max_ms: int = 600,
+        burst_gap_ms: int = 120,
         confirm_window_ms: int = 1200,
         late_transcript_ms: int = 1500,
         backchannel_words: frozenset[str] = DEFAULT_BACKCHANNELS,
@@ -98,6 +100,7 @@ class BargeInPolicy:
             raise ValueError("need 0 < min_speech_ms <= backchannel_max_ms")
         self.min_speech_ms = min_speech_ms
         self.backchannel_max_ms = backchannel_max_ms
+        self.burst_gap_s = burst_gap_ms / 1000
         self.confirm_window_ms = confirm_window_ms
         self.late_transcript_ms = late_transcript_ms
         self.backchannel_words = backchannel_words
@@ -107,6 +110,7 @@ class BargeInPolicy:
         self._burst_ms = 0  # voiced ms of the current burst
         self._total_ms = 0  # the segmenter's running speech_ms, to turn it into per-burst increments
         self._burst_active = False
+        self._gap_start_s: float | None = None  # silence inside the current burst
         self._confirm_deadline: float | None = None
         self._late_deadline: float | None = None
 
@@ -127,13 +131,20 @@ class BargeInPolicy:
         if isinstance(event, SpeechStarted):
             return self._burst_start(event.onset_s, event.speech_ms, event.speech_ms, event.now_s)
         if isinstance(event, SpeechResumed):
+            if self._burst_active:  # within the gap: the same burst goes on
+                self._gap_start_s = None
+                return self._check_length(event.now_s)
             return self._burst_start(event.resumed_s, event.speech_ms, self._total_ms, event.now_s)
         if isinstance(event, SpeechContinuing):
             if self._burst_active:
                 self._burst_ms += event.speech_ms - self._total_ms
             self._total_ms = event.speech_ms
-            return self._check_length(event.now_s)
-        if isinstance(event, SilenceStarted | SpeechEnded):
+            return self._check_gap(event.now_s) or self._check_length(event.now_s)
+        if isinstance(event, SilenceStarted):
+            if self._burst_active:
+                self._gap_start_s = event.silence_start_s
+            return self._check_gap(event.now_s)
+        if isinstance(event, SpeechEnded):
             return self._burst_end(event.now_s)
         return []
 
@@ -158,18 +169,22 @@ class BargeInPolicy:
     def poll(self, now: float) -> list[BargeInDecision]:
         if self._late_deadline is not None and now > self._late_deadline:
             self._late_deadline = None
+        decisions = self._check_gap(now)
         deadline = self._confirm_deadline
         if self.state is BargeInState.INTERRUPTED and deadline is not None and now >= deadline - 1e-9:
-            return [self._resume_cut(now, "confirm_timeout")]
-        return []
+            decisions.append(self._resume_cut(now, "confirm_timeout"))
+        return decisions
 
     def next_deadline(self) -> float | None:
+        if self._burst_active and self._gap_start_s is not None:
+            return self._gap_start_s + self.burst_gap_s
         if self.state is BargeInState.INTERRUPTED:
             return self._confirm_deadline
         return self._late_deadline
 
     def _burst_start(self, onset_s: float, burst_ms: int, total_ms: int, now: float) -> list[BargeInDecision]:
         self._total_ms = total_ms
+        self._gap_start_s = None
         if self.state is BargeInState.INTERRUPTED:
             self._burst_active, self._confirm_deadline = True, None
             return []
@@ -177,8 +192,13 @@ class BargeInPolicy:
             return []
         self.state = BargeInState.PENDING
         self._onset_s, self._burst_ms, self._burst_active = onset_s, burst_ms, True
-        self._late_deadline = None
         return self._check_length(now)
+
+    def _check_gap(self, now: float) -> list[BargeInDecision]:
+        gap = self._gap_start_s
+        if self._burst_active and gap is not None and now >= gap + self.burst_gap_s - 1e-9:
+            return self._burst_end(now)
+        return []
 
     def _check_length(self, now: float) -> list[BargeInDecision]:
         if self.state not in (BargeInState.PENDING, BargeInState.PAUSED) or not self._burst_active:
@@ -197,7 +217,7 @@ class BargeInPolicy:
     def _burst_end(self, now: float) -> list[BargeInDecision]:
         if not self._burst_active:
             return []
-        self._burst_active = False
+        self._burst_active, self._gap_start_s = False, None
         if self.state is BargeInState.INTERRUPTED:
             self._confirm_deadline = now + self.confirm_window_ms / 1000
             return []
@@ -223,6 +243,7 @@ class BargeInPolicy:
     def _to_idle(self) -> None:
         self.state = BargeInState.IDLE
         self._burst_active = False
+        self._gap_start_s = None
         self._confirm_deadline = None
         self._late_deadline = None
 
