@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +40,27 @@ QUEUE_MAX = 8
 HOLD_LINE = "One moment."
 HOLD_AFTER_S = 1.0
 _END = object()
+
+
+# What whisper says over noise or silence: never phone speech, or (when it thinks there is no speech) too
+# generic to trust.
+_NEVER_SPOKEN = (
+    "thanks for watching",
+    "thank you for watching",
+    "please subscribe",
+    "subtitles by",
+    "amara org",
+)
+_GENERIC = frozenset({"you", "thank you", "thanks", "bye", "so", "the end", "thank you very much"})
+NO_SPEECH_DROP = 0.5
+
+
+def likely_hallucination(text: str, no_speech_prob: float | None) -> bool:
+    """True for a transcript that is probably whisper inventing words over noise (dropped, not answered)."""
+    norm = " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+    if any(phrase in norm for phrase in _NEVER_SPOKEN):
+        return True
+    return norm in _GENERIC and no_speech_prob is not None and no_speech_prob >= NO_SPEECH_DROP
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +251,9 @@ class Agent:
                     request.audio, self._leg.sample_rate_hz, language=self._language
                 )
             text = result.text.strip()
+            if likely_hallucination(text, result.no_speech_prob):
+                log.info("agent.asr_hallucination_dropped", words=len(text.split()))
+                text = ""
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a failed decode is an empty turn, never a dead call

@@ -186,6 +186,8 @@ class AgentCalls:
             asyncio.to_thread(piper.preload),
             asyncio.to_thread(self._make_openai_clients, list(self._tenants.serving().values())),
         )
+        if self._http is None:  # its SSL context takes ~0.1-0.3 s to load: not on the loop mid-call
+            self._http = await asyncio.to_thread(httpx.AsyncClient, follow_redirects=False)
         self._warmed = True
         for tenant in self._tenants.serving().values():
             if tenant.tts.engine == "local":
