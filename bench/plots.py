@@ -1,4 +1,4 @@
-"""PNG plots for the benchmark report (matplotlib, headless). Each plot is optional: missing data → no file."""
+"""PNG plots for the benchmark report (matplotlib, headless); missing data means no file, not an error."""
 
 from __future__ import annotations
 
@@ -48,7 +48,9 @@ def jitter_timeline(out_dir: Path, jitter: dict[str, Any]) -> list[str]:
     return [name]
 
 
-def jitter_tradeoff(out_dir: Path, jitter: dict[str, Any], reference: dict[str, dict[str, float]]) -> list[str]:
+def jitter_tradeoff(
+    out_dir: Path, jitter: dict[str, Any], reference: dict[str, dict[str, float]]
+) -> list[str]:
     """Added delay vs % concealed/dropped: ours (every ticker phase) beside pjmedia's reference points."""
     traces = [name for name in ("moderate", "spiky") if isinstance(jitter.get(name), dict)]
     if not traces:

@@ -1,7 +1,7 @@
 """`make bench`: run every benchmark, write bench/results/<timestamp>/ (results.json, report.md, plots).
 
-Each metric module exposes run(...) -> dict (JSON-serialisable); this module turns those dicts into rows beside
-their targets and comparators. A metric that cannot run is reported with its reason, never as a number.
+Each metric module exposes run(...) -> dict (JSON-serialisable); this module turns those dicts into rows
+beside their targets and comparators. A metric that cannot run is reported with its reason, never as a number.
 """
 
 from __future__ import annotations

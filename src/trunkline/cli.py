@@ -22,7 +22,8 @@ COMMAND_MODULES = (
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="trunkline",
-        description="Telephony-first voice-agent server: SIP trunks in, our own RTP media, an AI agent per call.",
+        description="Telephony-first voice-agent server: SIP trunks in, our own RTP media, "
+        "an AI agent per call.",
     )
     parser.add_argument("--version", action="version", version=f"trunkline {__version__}")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -54,7 +54,9 @@ class Redactor:
 
 def configure_logging(level: str = "info", json: bool = False, log_pii: bool = False) -> None:
     """Set up structlog once for the process; safe to call again (tests, CLI subcommands)."""
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -13,7 +13,8 @@ from pathlib import Path
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SUPPORTED_CODECS = ("PCMU", "PCMA", "G722")
-# "agent": the tenant's voice agent answers; "record": a trunk check — greeting, then record the caller per call.
+# "agent": the tenant's voice agent answers;
+# "record": a trunk check — a greeting, then the caller is recorded per call.
 CALL_HANDLERS = ("agent", "record")
 
 
