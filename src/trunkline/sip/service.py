@@ -26,6 +26,7 @@ from trunkline.sip.call import Call, DialResult, HoldChanged
 from trunkline.sip.calls import (
     END_DRAIN_TIMEOUT,
     END_FAILED,
+    END_LOCAL,
     CallConnected,
     CallEnded,
     CallTimers,
@@ -42,6 +43,8 @@ from trunkline.sip.sipthread import EventSink, SipThread
 log = get_logger("trunkline.sip.service")
 OnCall = Callable[[Call], Awaitable[None]]
 CONNECT_TIMEOUT_S = 32.0
+LINGER_S = 4.0  # at shutdown, how long our last requests may take to be answered
+LINGER_POLL_S = 0.02
 
 
 class SipService:
@@ -114,6 +117,8 @@ class SipService:
             return
         if self._status_task is not None:
             self._status_task.cancel()
+        await self._thread.run(self._stack.hangup_all, END_LOCAL)
+        await self._linger()
         await self._thread.run(self._stack.shutdown)
         for call in list(self._calls.values()):
             self._finish(call, CallEnded(call.call_id, END_FAILED))
@@ -123,6 +128,16 @@ class SipService:
             self._sink.close()
         self._write_status()
         self._thread = None
+
+    async def _linger(self) -> None:
+        """Keep the stack up until our last BYEs are answered (or LINGER_S): closing at once would stop
+        their retransmissions, and a single lost BYE would leave the far end's dialog up."""
+        assert self._thread is not None
+        deadline = time.monotonic() + LINGER_S
+        while time.monotonic() < deadline:
+            if not await self._thread.run(self._stack.pending_client_transactions):
+                return
+            await asyncio.sleep(LINGER_POLL_S)
 
     # --- public API -----------------------------------------------------------------------------------
 

@@ -271,6 +271,10 @@ class SipStack:
             "counters": dict(self.counters),
         }
 
+    def pending_client_transactions(self) -> int:
+        """Our requests (BYE, CANCEL, ...) still awaiting a final response: sippy drops each on its final."""
+        return len(self.tm.tclient)
+
     def shutdown(self) -> None:
         self.hangup_all(END_LOCAL)
         self.tm.shutdown()
