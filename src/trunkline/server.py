@@ -2,7 +2,8 @@
 
 Lifecycle: SIGTERM/SIGINT drain (new INVITEs get 503, calls in progress finish or hit the drain timeout,
 registrations are removed) and exit 0; SIGHUP (or a changed tenant file) reloads tenants without touching
-calls. A call for a tenant that is not serving (disabled, broken, unknown) is hung up at once.
+calls. A call for a tenant that is not serving (disabled, broken, unknown) is refused with 480 before it is
+answered.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class RecordedCalls:
     async def __call__(self, call: Any) -> None:
         tenant = call.tenant if call.tenant and self._tenants.get(call.tenant) else None
         if tenant is None:
-            # Disabled, broken or unknown tenant: nothing answers for it (SipService hangs up on return).
+            # The tenant stopped serving between admission and answer (a reload): hang up.
             log.warning("call.tenant_not_serving", tenant=call.tenant)
             return
         record_id = uuid.uuid4()
@@ -112,6 +113,18 @@ class RecordedCalls:
                     media=media_quality(call.leg),
                 )
             )
+
+
+def _serving(tenants: TenantRegistry) -> Callable[[Any], bool]:
+    """Admission check before answering: only numbers of a serving tenant are answered."""
+
+    def admit(call: Any) -> bool:
+        if call.tenant and tenants.get(call.tenant):
+            return True
+        log.warning("call.tenant_not_serving", tenant=call.tenant)
+        return False
+
+    return admit
 
 
 def load_tenants(config: Config, environ: Mapping[str, str]) -> TenantRegistry:
@@ -210,7 +223,9 @@ async def serve(config: Config, environ: Mapping[str, str], ready: Callable[[], 
         handler, close_handler = await call_handler(config, tenants, store, environ)
         await engine.start()
         try:
-            await service.start(loop, config, engine, RecordedCalls(store, tenants, handler))
+            await service.start(
+                loop, config, engine, RecordedCalls(store, tenants, handler), admit=_serving(tenants)
+            )
         except OSError as exc:
             address = f"{config.sip.listen_host}:{config.sip.listen_port}"
             raise StartupError(

@@ -28,7 +28,6 @@ from tests.integration.server_proc import (
     wait_for_calls,
 )
 from tests.integration.sip_server import greeting_wav
-from tests.peers import sipp_scenarios as peer_scn
 from tests.peers.sipp import SippProcess, SippResult, free_udp_port
 from tests.peers.speech import read_wav, rms_dbfs
 
@@ -216,9 +215,9 @@ def test_broken_tenant_at_startup_is_reported_and_not_served(
     problem = f"{server.tenants_dir / 'broken' / 'tenant.toml'}: limits.max_call_minutes: must be an integer"
     server.wait_for(re.escape(problem), timeout_s=1)
     server.wait_for(r"tenants\.loaded .*serving=\['demo', 'other'\]", timeout_s=1)
-    # the good tenants serve (demo_call was answered and recorded); the broken one is hung up on at once
+    # the good tenants serve (demo_call was answered and recorded); the broken one is refused unanswered
     mark = server.mark()
-    ok(place_call(server, tmp_path, BROKEN, peer_scn.uac_basic(remote_hangup=True)).wait())
+    ok(place_call(server, tmp_path, BROKEN, scn.rejected_call(480)).wait())
     server.wait_for(r"call\.tenant_not_serving .*tenant=broken", after=mark)
     assert parse_calls_list(server.calls_list("broken").stdout) == []
     checked = server.cli("tenants", "check", "--dir", str(server.tenants_dir))
@@ -235,8 +234,8 @@ def test_sighup_reload_keeps_calls_up_and_applies_tenant_changes(
     before = {t: listed_ids(server, t) for t in ("demo", "other")}
     mark = server.mark()
     long_call = place_call(server, tmp_path / "long", DEMO, answered(LONG_CALL_S * 1000))
-    # gamma is disabled: its number is answered and hung up on at once, and nothing is recorded
-    ok(place_call(server, tmp_path / "gamma0", GAMMA, peer_scn.uac_basic(remote_hangup=True)).wait())
+    # gamma is disabled: its number is refused with 480 before answering, and nothing is recorded
+    ok(place_call(server, tmp_path / "gamma0", GAMMA, scn.rejected_call(480)).wait())
     server.wait_for(r"call\.tenant_not_serving .*tenant=gamma", after=mark)
     server.wait_for(r"sip\.call_admitted .*tenant=demo", after=mark)
 

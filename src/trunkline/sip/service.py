@@ -42,6 +42,7 @@ from trunkline.sip.sipthread import EventSink, SipThread
 
 log = get_logger("trunkline.sip.service")
 OnCall = Callable[[Call], Awaitable[None]]
+Admit = Callable[[Call], bool]
 CONNECT_TIMEOUT_S = 32.0
 LINGER_S = 4.0  # at shutdown, how long our last requests may take to be answered
 LINGER_POLL_S = 0.02
@@ -57,6 +58,7 @@ class SipService:
         self._config: Config | None = None
         self._legs: LegAdapter | None = None
         self._on_call: OnCall | None = None
+        self._admit: Admit | None = None
         self._calls: dict[str, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._dials: dict[str, asyncio.Future[DialResult]] = {}
@@ -73,9 +75,12 @@ class SipService:
         media_engine: Any,
         on_call: OnCall,
         validator: Any = None,
+        admit: Admit | None = None,
     ) -> None:
-        """Bind the SIP port, start registrations; calls are handed to `on_call` once answered."""
-        self._config, self._on_call = config, on_call
+        """Bind the SIP port, start registrations; calls are handed to `on_call` once answered. `admit`
+        is asked before an inbound call is answered: False refuses it with 480 (nobody serves that number
+        right now) instead of answering and hanging up."""
+        self._config, self._on_call, self._admit = config, on_call, admit
         self._legs = LegAdapter(media_engine, config)
         self._thread = SipThread.get()
         self._sink = EventSink(loop, self._on_event)
@@ -280,6 +285,9 @@ class SipService:
         """Open our leg, send 200, wait for the ACK, then supervise the call."""
         assert self._legs is not None and self._thread is not None
         bind_call(call_id=call.call_id, tenant_id=call.tenant)
+        if self._admit is not None and not self._admit(call):
+            self._thread.call(self._stack.inbound.reject, call.call_id, 480, "Temporarily Unavailable")
+            return
         try:
             if call.media is not None:
                 call.leg = self._legs.open_for_answer(call.media)
