@@ -28,6 +28,7 @@ from trunkline.store import (
     open_call_store,
 )
 from trunkline.tenants.registry import ReloadReport, TenantRegistry, watch_tenants
+from trunkline.tenants.routing import routing_mismatches
 
 if TYPE_CHECKING:
     from trunkline.mediaserver.leg import Leg
@@ -133,7 +134,13 @@ def load_tenants(config: Config, environ: Mapping[str, str]) -> TenantRegistry:
     for line in report.problem_lines():
         log.error("tenants.problem", problem=line)
     log.info("tenants.loaded", serving=sorted(registry.serving()))
+    warn_routing_mismatches(config, registry)
     return registry
+
+
+def warn_routing_mismatches(config: Config, tenants: TenantRegistry) -> None:
+    for line in routing_mismatches(config.trunks, tenants.serving()):
+        log.warning("tenants.routing_mismatch", problem=line)
 
 
 async def open_store(config: Config, environ: Mapping[str, str]) -> Any:
@@ -174,8 +181,9 @@ async def call_handler(
 class TenantReloads:
     """SIGHUP and the tenant file watcher both end here: log each problem, then sync the store's tenants."""
 
-    def __init__(self, tenants: TenantRegistry) -> None:
+    def __init__(self, tenants: TenantRegistry, config: Config) -> None:
         self._tenants = tenants
+        self._config = config
         self.store: CallStore | None = None  # set once open; until then only the registry reloads
         self._syncs: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps only weak ones
 
@@ -186,6 +194,7 @@ class TenantReloads:
     def after_reload(self, report: ReloadReport) -> None:
         for line in report.problem_lines():
             log.error("tenants.problem", problem=line)
+        warn_routing_mismatches(self._config, self._tenants)
         if self.store is None:
             return
         task = asyncio.get_running_loop().create_task(
@@ -211,7 +220,7 @@ async def serve(config: Config, environ: Mapping[str, str], ready: Callable[[], 
         loop.add_signal_handler(sig, stop.set)
     config.server.state_dir.mkdir(parents=True, exist_ok=True)
     tenants = load_tenants(config, environ)
-    reloads = TenantReloads(tenants)
+    reloads = TenantReloads(tenants, config)
     loop.add_signal_handler(signal.SIGHUP, reloads.on_sighup)
     store = await open_store(config, environ)
     engine = MediaEngine(config.media.rtp_host, config.media.rtp_port_min, config.media.rtp_port_max)
