@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import select
 import socket
 import struct
@@ -42,15 +43,30 @@ def tone_frames(count: int = 50, freq_hz: float = 440.0) -> list[bytes]:
 class Stream:
     """One simulated call: its socket, send state and receive accounting."""
 
-    __slots__ = ("gaps", "last_arrival", "last_seq", "markers", "received", "seq", "seq_gaps", "sock", "ssrc")
+    __slots__ = (
+        "gaps",
+        "last_arrival",
+        "last_seq",
+        "markers",
+        "received",
+        "seq",
+        "seq_gaps",
+        "sock",
+        "ssrc",
+        "ts0",
+    )
 
     def __init__(self, index: int) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.setblocking(False)
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        self.ssrc = 0x10000000 + index
-        self.seq = index * 1000
+        # random SSRC, sequence number and timestamp origins, as real senders pick them (RFC 3550 §5.1;
+        # 32-bit values are also what the receiver's arithmetic has to cope with), seeded per stream
+        rng = random.Random(index)
+        self.ssrc = rng.getrandbits(32)
+        self.seq = rng.getrandbits(16)
+        self.ts0 = rng.getrandbits(32)
         self.received = 0
         self.markers = 0
         self.seq_gaps = 0
@@ -118,7 +134,9 @@ def run_load(streams: list[Stream], targets: list[tuple[str, int]], seconds: flo
         ts = tick * FRAME_SAMPLES
         for i in range(group, len(streams), groups):
             s = streams[i]
-            packet = _HEADER.pack(0x80, 0x80 if tick == 0 else 0, s.seq & 0xFFFF, ts & 0xFFFFFFFF, s.ssrc)
+            packet = _HEADER.pack(
+                0x80, 0x80 if tick == 0 else 0, s.seq & 0xFFFF, (s.ts0 + ts) & 0xFFFFFFFF, s.ssrc
+            )
             s.seq += 1
             try:
                 s.sock.sendto(packet + payload, targets[i])

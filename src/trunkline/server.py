@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -241,6 +242,10 @@ async def serve(config: Config, environ: Mapping[str, str], ready: Callable[[], 
                 f"{config.source}: sip.listen_port: cannot listen on {address}: {exc.strerror or exc}"
             ) from exc
         watcher = asyncio.create_task(watch_tenants(tenants, on_reload=reloads.after_reload, stop=stop))
+        # Models, tenants and the SIP stack are loaded: move them out of the collector's sight, so a full
+        # collection during calls walks only per-call objects (it paused the 20 ms tick for 20-40 ms).
+        gc.collect()
+        gc.freeze()
         log.info("server.ready", sip_port=config.sip.listen_port, tenants=len(tenants.serving()))
         print("TRUNKLINE-READY", flush=True)
         if ready:

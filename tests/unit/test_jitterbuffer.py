@@ -84,6 +84,15 @@ def test_in_order_stream_plays_everything_with_the_expected_delay() -> None:
     assert s.current_delay_ms == pytest.approx(10.0)
 
 
+def test_playout_starts_no_lower_than_the_minimum_delay() -> None:
+    """A continuous stream has no silence to grow the delay in: a start below the floor would stay there."""
+    run = drive(buffer(min_delay_ms=80.0), steady(100), 110)  # initial 10 ms, but never less than 80
+    assert run.played == list(range(100))
+    assert [f.kind for f in run.frames[:6]] == [SILENCE] * 6  # it arrives at 30 ms: not before 110 ms
+    assert run.frames[6].kind is AUDIO and run.frames[6].timestamp == 0  # the first pop from then on
+    assert run.jb.stats.mean_delay_ms == pytest.approx(90.0)
+
+
 def test_reordered_packets_play_in_order() -> None:
     arrivals = steady(60)  # each packet is due 40 ms after sending: 10 ms after it normally arrives
     arrivals[10], arrivals[11] = (20 * 10 + 38, arrivals[10][1]), (20 * 11 + 5, arrivals[11][1])

@@ -14,6 +14,7 @@ from trunkline.codecs.g711 import ulaw_decode, ulaw_encode
 from trunkline.codecs.registry import create_codec
 from trunkline.mediaserver.dtmf import encode_digit
 from trunkline.mediaserver.jitterbuffer import JitterBuffer
+from trunkline.mediaserver.plc import Concealer
 from trunkline.mediaserver.rtp import RtpPacket, parse_rtp
 from trunkline.mediaserver.session import RtpSession
 from trunkline.mediaserver.tick import run_tick
@@ -183,6 +184,84 @@ def test_a_missing_packet_is_concealed_from_recent_audio() -> None:
     concealed = [f for f in s.inbound][-40:]
     energies = [float(np.abs(f.astype(np.int32)).mean()) for f in concealed]
     assert min(e for e in energies[-12:]) > 1000  # the hole was filled with signal, not silence
+
+
+def test_the_frame_after_a_loss_is_cross_faded_with_the_concealment() -> None:
+    s = session(jitter=JitterBuffer(8000, 20, min_delay_ms=40.0, initial_delay_ms=40.0))
+    pcm = (6000 * np.sin(2 * np.pi * 170 * np.arange(40 * FRAME) / 8000)).astype(np.int16)
+    payloads = [ulaw_encode(pcm[i * FRAME : (i + 1) * FRAME]) for i in range(40)]
+    delivered: list[np.ndarray] = []
+    for t in range(40):
+        if t != 20:
+            s.receive(rtp(t, payloads[t]), REMOTE, 0.02 * t)
+        run_tick([s], 0.02 * t + 0.015, t)
+        delivered.extend(s.inbound)
+        s.inbound.clear()
+    assert s.counters().frames_concealed == 1
+    start = next(i for i, f in enumerate(delivered) if f.any())
+    hole = start + 20
+    # what the concealer makes of it, given the audio played before the hole
+    reference = Concealer(8000, FRAME)
+    for frame in delivered[start:hole]:
+        reference.good(frame)
+    assert np.array_equal(delivered[hole], reference.conceal())
+    after = ulaw_decode(payloads[21])
+    assert np.array_equal(delivered[hole + 1], reference.good(after))  # the overlap-add is what plays
+    assert not np.array_equal(delivered[hole + 1][:16], after[:16])
+    assert np.array_equal(delivered[hole + 1][-64:], after[-64:])  # past the overlap: the packet's audio
+
+
+def test_a_40_ms_packet_after_a_loss_is_cross_faded_too() -> None:
+    """With 40 ms packets the FIFO runs empty between packets, so the packet after a loss starts it afresh:
+    that packet must still be overlap-added with the concealment and counted."""
+    s = session(jitter=JitterBuffer(8000, 20, min_delay_ms=60.0, initial_delay_ms=60.0))
+    step = 2 * FRAME
+    pcm = (6000 * np.sin(2 * np.pi * 170 * np.arange(30 * step) / 8000)).astype(np.int16)
+    payloads = [ulaw_encode(pcm[k * step : (k + 1) * step]) for k in range(30)]
+    delivered: list[np.ndarray] = []
+    for t in range(70):
+        if t % 2 == 0 and t // 2 not in (12, 30, 31, 32, 33, 34):
+            s.receive(rtp(t // 2, payloads[t // 2], ts=t // 2 * step), REMOTE, 0.02 * t + 0.005)
+        run_tick([s], 0.02 * t + 0.01, t)
+        delivered.extend(s.inbound)
+        s.inbound.clear()
+    c = s.counters()
+    assert c.frames_audio == 29 and c.decode_errors == 0  # every packet (the end of the stream is concealed)
+    start = next(i for i, f in enumerate(delivered) if f.any())
+    hole = start + 24
+    reference = Concealer(8000, FRAME)
+    for frame in delivered[start:hole]:
+        reference.good(frame)
+    assert np.array_equal(delivered[hole], reference.conceal())
+    assert np.array_equal(delivered[hole + 1], reference.conceal())
+    after = ulaw_decode(payloads[13])
+    faded = reference.good(after)
+    assert np.array_equal(np.concatenate(delivered[hole + 2 : hole + 4]), faded)
+    assert not np.array_equal(faded[:16], after[:16])
+
+
+@pytest.mark.parametrize("ptime_ms", [10, 30, 40])
+def test_other_packet_durations_are_cut_into_20_ms_frames(ptime_ms: int) -> None:
+    s = session(inbound_max_frames=500)
+    step = 8 * ptime_ms
+    audio = ulaw_encode(tone(8000 + 4 * step, seed=ptime_ms))
+    packets = [audio[k : k + step] for k in range(0, len(audio) - step + 1, step)]
+    sent = 0
+    for t in range(80):
+        now = 0.02 * t
+        while sent < len(packets) and sent * ptime_ms / 1000 + 0.005 <= now:  # 5 ms transit
+            s.receive(rtp(sent, packets[sent], ts=sent * step), REMOTE, sent * ptime_ms / 1000 + 0.005)
+            sent += 1
+        run_tick([s], now, t)
+    frames = list(s.inbound)
+    assert len(frames) == 80 and all(f.size == FRAME for f in frames)  # one 20 ms frame per tick
+    played = np.concatenate(frames)
+    start = next(i for i, f in enumerate(frames) if f.any()) * FRAME
+    decoded = ulaw_decode(b"".join(packets))
+    assert np.array_equal(played[start : start + len(decoded)], decoded)  # every packet, in order, whole
+    c = s.counters()
+    assert c.frames_audio == len(packets) and c.decode_errors == 0
+    assert s.jitter_stats().late == 0 and c.frames_concealed <= 3  # (after the stream's end)
 
 
 @given(st.integers(min_value=1, max_value=120))

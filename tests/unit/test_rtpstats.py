@@ -212,3 +212,47 @@ def test_recorded_g711a_stream_has_no_loss_and_no_duplicates() -> None:
 def test_clock_rate_must_be_positive() -> None:
     with pytest.raises(ValueError):
         ReceiveStats(0)
+
+
+def _observable(stats: ReceiveStats) -> tuple[object, ...]:
+    return (
+        stats.received,
+        stats.duplicates,
+        stats.bad_packets,
+        stats.restarts,
+        stats.probation,
+        stats.base_seq,
+        stats.extended_highest_seq,
+        stats.expected,
+        stats.jitter,
+        stats.loss_interval(),
+    )
+
+
+@given(
+    ts0=st.integers(0, 0xFFFFFFFF) | st.integers(0xFFFFFFFF - 50_000, 0xFFFFFFFF),  # ...and across the wrap
+    seq0=st.integers(0, 0xFFFF) | st.integers(0xFFFF - 300, 0xFFFF),
+    moves=st.lists(
+        st.tuples(
+            st.sampled_from([1] * 12 + [0, -1, -3, 2, 5, 40_000]),  # sequence step (0: duplicate)
+            st.integers(-30, 30),  # arrival jitter, ms
+        ),
+        max_size=300,
+    ),
+    chunk=st.integers(1, 64),
+)
+def test_update_all_equals_update_one_by_one(
+    ts0: int, seq0: int, moves: list[tuple[int, int]], chunk: int
+) -> None:
+    """The session's deferred, batched fold gives exactly the per-packet result (wraps, gaps, duplicates,
+    reordering, restarts, 32-bit timestamps)."""
+    packets, seq = [], seq0
+    for i, (step, jitter_ms) in enumerate(moves):
+        seq += step
+        packets.append((seq & 0xFFFF, (ts0 + 160 * (seq - seq0)) & 0xFFFFFFFF, 0.02 * i + jitter_ms / 1000))
+    one, batched = ReceiveStats(RATE), ReceiveStats(RATE)
+    for packet in packets:
+        one.update(*packet)
+    for k in range(0, len(packets), chunk):
+        batched.update_all(packets[k : k + chunk])
+    assert _observable(batched) == _observable(one)

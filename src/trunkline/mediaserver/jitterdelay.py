@@ -1,9 +1,10 @@
-"""The jitter buffer's delay estimator (pure): transit statistics of one stream and the playout offset they
-call for.
+"""The jitter buffer's delay estimator (pure): transit statistics of one stream, the playout offset they
+call for, and the buffering delay of the packets played.
 
 Each packet's transit (arrival − RTP timestamp / clock) updates a running mean and, once playout has started,
 an exponentially forgetting histogram whose bins line up with the playout offsets a 20 ms pacer can realise
-(a quarter frame wide). The target offset k (frames above the offset playout started with) minimises
+(one frame wide: the choice only needs the weight beyond each offset, and wide bins keep its scan short).
+The target offset k (frames above the offset playout started with) minimises
 `k × frame + late_cost × share of packets later than k`: Gaussian jitter is covered to a high quantile, while
 rare delay spikes are not worth a permanently higher delay. The target rises at once and falls only when that
 clearly pays (by more than `shrink_margin_ms`).
@@ -15,7 +16,7 @@ import math
 from collections.abc import Iterable
 
 _MIN_SAMPLES = 25  # transit observations before the target may move
-_BINS_PER_FRAME = 4
+_BINS_PER_FRAME = 1  # bin edges at the realisable offsets; finer bins only lengthen the scan
 _EWMA = 1 / 64
 _RANGE_MARGIN_S = 2.0  # histogram span beyond the delay bounds (clock drift, route changes)
 _FORGOTTEN = 1e-6  # bins at the edges holding less than this share of the weight are outliers long gone
@@ -24,8 +25,9 @@ _FORGOTTEN = 1e-6  # bins at the edges holding less than this share of the weigh
 class DelayEstimator:
     """Transit mean and histogram of one stream; `retarget()` moves `k_target`. Time is passed in.
 
-    The caller appends each packet's transit to `pending` (a list append is the cheapest per-packet step);
-    they are folded in, in order, before anything reads the statistics."""
+    The caller appends each packet's transit to `pending`, and each played packet's buffering delay to
+    `waits` (a list append is the cheapest per-packet step); they are folded in, in order, before anything
+    reads the statistics."""
 
     __slots__ = (
         "_bin_s",
@@ -40,12 +42,16 @@ class DelayEstimator:
         "_min_delay_s",
         "_observed",
         "_off",
+        "_played",
         "_shrink_margin_ms",
         "_total",
+        "_wait_ewma",
+        "_wait_sum",
         "_weight",
         "k_target",
         "origin_s",
         "pending",
+        "waits",
     )
 
     def __init__(
@@ -65,6 +71,9 @@ class DelayEstimator:
         self._forget = 1 - 1 / forget_packets
         self._shrink_margin_ms = shrink_margin_ms
         self.pending: list[float] = []  # transits (s) of packets since the last fold: append one per packet
+        self.waits: list[float] = []  # buffering delays (s) of packets played since the last fold
+        self._played = 0
+        self._wait_sum = self._wait_ewma = 0.0
         self._mean_s = 0.0  # mean transit, EWMA
         self._observed = 0
         self.origin_s = 0.0  # the playout offset at start (target k = 0), set by start()
@@ -76,7 +85,10 @@ class DelayEstimator:
         self._lo = self._hi = 0  # occupied bin range
 
     def fold(self) -> None:
-        """Fold the pending transits into the mean and (once playout started) the histogram."""
+        """Fold the pending transits into the mean and (once playout started) the histogram, and the waits
+        into the delay statistics."""
+        if self.waits:
+            self._fold_waits()
         pending = self.pending
         if not pending:
             return
@@ -112,6 +124,21 @@ class DelayEstimator:
             total /= weight
             weight = 1.0
         self._lo, self._hi, self._weight, self._total = lo, hi, weight, total
+
+    def _fold_waits(self) -> None:
+        played, total, ewma = self._played, self._wait_sum, self._wait_ewma
+        for wait in self.waits:
+            played += 1
+            total += wait
+            ewma += (wait - ewma) * (_EWMA if played > 64 else 1 / played)
+        self.waits.clear()
+        self._played, self._wait_sum, self._wait_ewma = played, total, ewma
+
+    def played(self) -> tuple[int, float, float]:
+        """Packets played, their recent buffering delay (s, an EWMA) and their mean buffering delay (s)."""
+        self.fold()
+        mean = self._wait_sum / self._played if self._played else 0.0
+        return self._played, self._wait_ewma, mean
 
     @property
     def mean_s(self) -> float:

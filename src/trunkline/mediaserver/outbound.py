@@ -35,11 +35,8 @@ class _Utterance:
     def __init__(self, utterance_id: str) -> None:
         self.utterance_id = utterance_id
         self.total = 0
-        self.played = 0
+        self.played = 0  # samples sent, except those taken from the queue's head chunk (its `_offset`)
         self.ended = False
-
-    def position(self, completed: bool) -> PlayoutPosition:
-        return PlayoutPosition(self.utterance_id, self.played, self.total, completed)
 
 
 class OutboundQueue:
@@ -81,9 +78,11 @@ class OutboundQueue:
         # With a stateless one-octet-per-sample encoder (G.711) each chunk is encoded once as it is queued,
         # so the pacer only slices bytes (next_payload); stateful codecs encode frame by frame instead.
         self._encoder = encoder
-        self._chunks: deque[tuple[_Utterance, np.ndarray, bytes]] = deque()
-        self._offset = 0  # into the head chunk
-        self._queued = 0  # samples not yet sent
+        self._chunks: deque[tuple[_Utterance, np.ndarray, bytes, int]] = deque()  # (.., pcm, encoded, size)
+        # Samples taken from the head chunk. Per frame only this moves: the head chunk's utterance and the
+        # queue's count are brought up to date when the chunk is done (or asked about).
+        self._offset = 0
+        self._queued = 0  # samples in the queued chunks, the head chunk's taken ones included
         self._utterances: dict[str, _Utterance] = {}  # with audio queued, partly played or not yet ended
         self._paused = False
         self._frame = np.zeros(frame_samples, dtype=np.int16)  # scratch for frames built from pieces
@@ -93,12 +92,12 @@ class OutboundQueue:
     @property
     def queued_samples(self) -> int:
         """Samples waiting to be sent."""
-        return self._queued
+        return self._queued - self._offset
 
     @property
     def queued_s(self) -> float:
         """Seconds of audio waiting to be sent."""
-        return self._queued / self.sample_rate_hz
+        return (self._queued - self._offset) / self.sample_rate_hz
 
     @property
     def paused(self) -> bool:
@@ -109,9 +108,10 @@ class OutboundQueue:
         """Append one chunk (int16 mono at the queue's rate, copied); raises OutboundQueueFull if too much,
         ValueError if the utterance was already ended and has not finished playing."""
         chunk = np.array(pcm, dtype=_INT16, copy=True).reshape(-1)
-        if self._queued + chunk.size > self._max_samples:
+        queued = self._queued - self._offset
+        if queued + chunk.size > self._max_samples:
             raise OutboundQueueFull(
-                f"{chunk.size} samples would exceed the bound of {self._max_samples} ({self._queued} queued)"
+                f"{chunk.size} samples would exceed the bound of {self._max_samples} ({queued} queued)"
             )
         utt = self._utterances.get(utterance_id)
         if utt is not None and utt.ended:
@@ -122,7 +122,7 @@ class OutboundQueue:
         if chunk.size:
             utt.total += chunk.size
             encoded = self._encoder(chunk) if self._encoder is not None else b""
-            self._chunks.append((utt, chunk, encoded))
+            self._chunks.append((utt, chunk, encoded, chunk.size))
             self._queued += chunk.size
         if final:
             self.end_utterance(utterance_id)
@@ -138,32 +138,30 @@ class OutboundQueue:
 
     def next_frame(self) -> np.ndarray | None:
         """The next frame to send (valid until the next call), or None when idle or paused."""
-        if self._paused or not self._chunks:
+        chunks = self._chunks
+        if self._paused or not chunks:
             self._idle()
             return None
-        utt, chunk, _ = self._chunks[0]
+        head = chunks[0]
         off = self._offset
-        n = self.frame_samples
-        if chunk.size - off > n:  # the common case: a view into the head chunk
-            self._offset = off + n
-            utt.played += n
-            self._queued -= n
-            return chunk[off : off + n]
+        end = off + self.frame_samples
+        if end < head[3]:  # the common case: a view into the head chunk
+            self._offset = end
+            return head[1][off:end]
         return self._assemble()
 
     def next_payload(self) -> bytes | None:
         """Like next_frame() but already encoded (needs the queue's `encoder`): the pacer's fast path."""
-        if self._paused or not self._chunks:
+        chunks = self._chunks
+        if self._paused or not chunks:
             self._idle()
             return None
-        utt, chunk, encoded = self._chunks[0]
+        head = chunks[0]
         off = self._offset
-        n = self.frame_samples
-        if chunk.size - off > n:
-            self._offset = off + n
-            utt.played += n
-            self._queued -= n
-            return encoded[off : off + n]
+        end = off + self.frame_samples
+        if end < head[3]:
+            self._offset = end
+            return head[2][off:end]
         encoder = self._encoder
         if encoder is None:
             raise ValueError("next_payload() needs an encoder")
@@ -180,17 +178,17 @@ class OutboundQueue:
         n = self.frame_samples
         first = self._chunks[0][0]
         while filled < n and self._chunks:
-            utt, chunk, _ = self._chunks[0]
+            utt, chunk, _, size = self._chunks[0]
             if utt is not first:
                 break
-            take = min(n - filled, chunk.size - self._offset)
+            take = min(n - filled, size - self._offset)
             frame[filled : filled + take] = chunk[self._offset : self._offset + take]
             filled += take
-            utt.played += take
-            self._queued -= take
             self._offset += take
-            if self._offset == chunk.size:
+            if self._offset == size:  # the chunk is done: account for it
                 self._chunks.popleft()
+                utt.played += size
+                self._queued -= size
                 self._offset = 0
         if filled < n:
             frame[filled:] = 0
@@ -211,16 +209,22 @@ class OutboundQueue:
         utt.ended = True
         if self._utterances.get(utt.utterance_id) is utt:
             del self._utterances[utt.utterance_id]
-        self.finished.append(utt.position(True))
+        self.finished.append(self._position(utt, True))
+
+    def _position(self, utt: _Utterance, completed: bool) -> PlayoutPosition:
+        played = utt.played
+        if self._chunks and self._chunks[0][0] is utt:
+            played += self._offset  # taken from the head chunk, not yet accounted
+        return PlayoutPosition(utt.utterance_id, played, utt.total, completed)
 
     def played(self, utterance_id: str) -> PlayoutPosition | None:
         """Where an utterance with audio queued, partly played or not yet ended stands; None otherwise."""
         utt = self._utterances.get(utterance_id)
-        return None if utt is None else utt.position(False)
+        return None if utt is None else self._position(utt, False)
 
     def flush(self) -> list[PlayoutPosition]:
         """Drop everything queued at once (barge-in) and say how much of each open utterance went out."""
-        positions = [u.position(False) for u in self._utterances.values() if u.total or u.played]
+        positions = [self._position(u, False) for u in self._utterances.values() if u.total or u.played]
         self._chunks.clear()
         self._offset = 0
         self._queued = 0

@@ -3,6 +3,7 @@ loss, duplicates and interarrival jitter for one SSRC. Time is passed in; one `u
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 SEQ_MOD = 1 << 16
@@ -23,6 +24,11 @@ class LossInterval:
     fraction_lost: int  # 0..255, fixed point lost/expected * 256 over the interval
     cumulative_lost: int  # clamped to the 24-bit signed field of a report block
     extended_highest_seq: int
+
+
+def _shift_in(seen: int, run: int) -> int:
+    """The duplicate-detection bits after `run` more in-sequence packets."""
+    return ((seen << run) | ((1 << run) - 1)) & _DUP_MASK if run else seen
 
 
 class ReceiveStats:
@@ -136,6 +142,37 @@ class ReceiveStats:
         self.received += 1
         self._jitter_step(rtp_timestamp, arrival_s)
         return True
+
+    def update_all(self, packets: Iterable[tuple[int, int, float]]) -> None:
+        """update() for each (seq, rtp_timestamp, arrival_s), in order: the same result, cheaper per packet
+        (the session defers its per-packet updates and folds them in now and then). In-sequence packets
+        take a short path in local variables; anything else goes through update()."""
+        probation, max_seq, seen, received = self.probation, self.max_seq, self._seen, self.received
+        jitter, last_arrival, last_ts = self._jitter, self._last_arrival_s, self._last_ts
+        rate = self._clock_rate_hz
+        run = 0  # in-sequence packets not yet shifted into `seen` (one shift per run, not per packet)
+        for seq, ts, arrival in packets:
+            if seq != max_seq + 1 or probation or last_arrival is None:  # (a wrap to 0 is not "+ 1")
+                self.max_seq, self._seen, self.received = max_seq, _shift_in(seen, run), received
+                self._jitter, self._last_arrival_s, self._last_ts = jitter, last_arrival, last_ts
+                self.update(seq, ts, arrival)
+                probation, max_seq, seen, received = self.probation, self.max_seq, self._seen, self.received
+                jitter, last_arrival, last_ts = self._jitter, self._last_arrival_s, self._last_ts
+                run = 0
+                continue
+            max_seq = seq
+            run += 1
+            received += 1
+            ts_diff = ts - last_ts  # _jitter_step(), with the 2^32 wrap only when it can matter
+            if not -0x10000 < ts_diff < 0x10000:
+                ts_diff = ((ts_diff + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            d = (arrival - last_arrival) * rate - ts_diff
+            if d < 0:
+                d = -d
+            jitter += (d - jitter) / 16.0
+            last_arrival, last_ts = arrival, ts
+        self.max_seq, self._seen, self.received = max_seq, _shift_in(seen, run), received
+        self._jitter, self._last_arrival_s, self._last_ts = jitter, last_arrival, last_ts
 
     def _probation_step(self, seq: int, rtp_timestamp: int, arrival_s: float) -> bool:
         if self.max_seq < 0:  # very first packet

@@ -1,6 +1,10 @@
 """One RTP leg's media state (pure): symmetric-RTP source check, parse, receive stats, jitter buffer, DTMF,
 inbound frame queue, outbound queue and packetizer. No sockets, no clock: the adapter passes datagrams and
 `now` in and sends the bytes the pacer tick (tick.py) builds.
+
+Per packet only the unavoidable happens: an audio packet with a plain 12-octet header is unpacked here (no
+RtpPacket is built) and goes straight to the jitter buffer; its receive statistics are logged and folded in
+by `fold_stats()`. Inbound frames are always 20 ms: packets of other durations go through a FIFO.
 """
 
 from __future__ import annotations
@@ -62,7 +66,12 @@ class RtpSession:
     """Everything one leg needs between the socket and the pacer; every method is O(1) per packet or frame."""
 
     __slots__ = (
+        "_last_received_at",
         "_may_learn",
+        "_received",
+        "_rx_stats",
+        "audio_second",
+        "batch_bytes",
         "batch_codec",
         "clock_rate_hz",
         "codec",
@@ -83,25 +92,23 @@ class RtpSession:
         "frames_concealed",
         "frames_silence",
         "held",
+        "idle_second",
         "inbound",
         "inbound_dropped",
         "inbound_max",
         "jitter",
-        "last_received_at",
         "malformed",
-        "marker_next",
         "outbound",
         "payload_type",
         "plc",
         "pt_marker",
         "ready",
-        "received",
         "recent",
         "reframer",
         "reframing",
         "remote",
         "rtcp_received",
-        "rx_stats",
+        "rx_log",
         "sample_rate_hz",
         "send_errors",
         "sent",
@@ -109,7 +116,6 @@ class RtpSession:
         "silence_payload",
         "silence_pcm",
         "ssrc",
-        "talking",
         "ts_base",
         "ts_step",
         "unknown_payload_type",
@@ -138,6 +144,7 @@ class RtpSession:
         self.ts_step = codec.rtp_clock_rate_hz * FRAME_MS // 1000
         name = codec.name.upper()
         self.batch_codec = BATCH_CODECS.get(name, 0)  # G.711: decoded/encoded for all legs at once
+        self.batch_bytes = self.frame_samples if self.batch_codec else -1  # a payload the tick batches
         self.silence_pcm = np.zeros(self.frame_samples, dtype=np.int16)
         self.silence_pcm.flags.writeable = False
         self.silence_payload = codec.encode(self.silence_pcm)
@@ -145,7 +152,10 @@ class RtpSession:
         self._may_learn = learn_remote
         self.dtmf_payload_type = dtmf_payload_type
         self.dtmf_decoder = TelephoneEventDecoder(clock_rate_hz=self.clock_rate_hz)
-        self.rx_stats = ReceiveStats(self.clock_rate_hz)
+        self._rx_stats = ReceiveStats(self.clock_rate_hz)
+        # (seq, timestamp, arrival) of every valid packet not yet folded into the statistics: an append is
+        # the cheapest per-packet step; fold_stats() (the engine, once a second; any read) does the rest
+        self.rx_log: list[tuple[int, int, float]] = []
         self.jitter = jitter or JitterBuffer(self.clock_rate_hz, FRAME_MS)
         self.plc = Concealer(self.sample_rate_hz, self.frame_samples)
         # The concealer only needs history when a loss starts: keep the last real frames (references, no
@@ -166,11 +176,12 @@ class RtpSession:
         self.ssrc = rng.getrandbits(32)
         self.seq = rng.getrandbits(16)
         self.ts_base = rng.getrandbits(32)
-        self.talking = False
-        self.marker_next = True  # the first packet of the stream starts a talkspurt
+        # the second header octet of our next audio / idle packet: with the marker bit at a talkspurt's
+        # start, and on the stream's first packet (also after hold)
+        self.audio_second = self.idle_second = self.pt_marker
         self.held = False
-        self.last_received_at: float | None = None
-        self.received = self.dtmf_packets = self.comfort_noise = 0
+        self._last_received_at: float | None = None
+        self._received = self.dtmf_packets = self.comfort_noise = 0
         self.malformed = self.foreign_source = self.unknown_payload_type = self.decode_errors = 0
         self.sent = self.send_errors = self.dtmf_sent = self.rtcp_received = self.errors = 0
         self.frames_audio = self.frames_concealed = self.frames_silence = self.inbound_dropped = 0
@@ -186,15 +197,13 @@ class RtpSession:
         except struct.error:  # shorter than the fixed header
             self.malformed += 1
             return
-        if first != PLAIN_FIRST_OCTET or (second != self.payload_type and second != self.pt_marker):
+        if first != PLAIN_FIRST_OCTET or second | 0x80 != self.pt_marker:
             self._receive_other(data, addr, now)
             return
         # the common case, parsed here exactly as parse_rtp() would: audio with a plain 12-octet header
         if self._may_learn:
             self._learn(addr)
-        self.received += 1
-        self.last_received_at = now
-        self.rx_stats.update(seq, ts, now)
+        self.rx_log.append((seq, ts, now))
         self.jitter.push_fields(ssrc, seq, ts, data[12:], second > 0x7F, now)
 
     def _receive_other(self, data: bytes, addr: Address, now: float) -> None:
@@ -206,9 +215,7 @@ class RtpSession:
             return
         if self._may_learn:
             self._learn(addr)
-        self.received += 1
-        self.last_received_at = now
-        self.rx_stats.update(packet.sequence_number, packet.timestamp, now)
+        self.rx_log.append((packet.sequence_number, packet.timestamp, now))
         if packet.payload_type == self.payload_type:
             self.jitter.push(packet, now)
         else:
@@ -218,6 +225,33 @@ class RtpSession:
         """The first valid packet fixes the remote (NAT); later strangers are dropped."""
         self._may_learn = False
         self.remote = addr
+
+    @property
+    def received(self) -> int:
+        """Valid RTP packets accepted from the remote, of any payload type."""
+        return self._received + len(self.rx_log)
+
+    @property
+    def last_received_at(self) -> float | None:
+        """When the last valid RTP packet arrived (for an inactivity watchdog)."""
+        log = self.rx_log
+        return log[-1][2] if log else self._last_received_at
+
+    @property
+    def rx_stats(self) -> ReceiveStats:
+        """RFC 3550 receive statistics, up to date."""
+        self.fold_stats()
+        return self._rx_stats
+
+    def fold_stats(self) -> None:
+        """Fold the per-packet log into the receive statistics; call now and then (once a second) to keep the
+        log short."""
+        log = self.rx_log
+        if log:
+            self._rx_stats.update_all(log)
+            self._received += len(log)
+            self._last_received_at = log[-1][2]
+            log.clear()
 
     def _accept_source(self, addr: Address) -> bool:
         """False (and counted) for a stranger; IPv6 addresses come back as 4-tuples: compare host and port."""
@@ -269,7 +303,7 @@ class RtpSession:
         elif pcm.size == self.frame_samples:
             self.good_frame(pcm)
         else:  # not a 20 ms packet: from now on the FIFO cuts exact frames
-            self.ready.extend(self.reframer.push(pcm))
+            self.ready.extend(self.reframer.push(self._audio(pcm)))
             self.reframe(now)
 
     def concealed_frame(self) -> None:
@@ -335,7 +369,8 @@ class RtpSession:
         return plc.conceal()
 
     def _end_concealment(self, pcm: np.ndarray) -> np.ndarray:
-        """The first real audio after a loss, overlap-added with the continued synthetic signal."""
+        """The first real audio after a loss, overlap-added with the continued synthetic signal (what
+        plays)."""
         self.concealing = False
         return self.plc.good(pcm)  # the concealer has it as history now: not for `recent`
 
@@ -355,7 +390,7 @@ class RtpSession:
         """Resume sending; the next packet carries the marker bit."""
         if self.held:
             self.held = False
-            self.marker_next = True
+            self.audio_second = self.idle_second = self.pt_marker
             self.outbound.resume()
 
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:

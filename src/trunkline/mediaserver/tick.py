@@ -3,7 +3,9 @@
 CPU is the constraint (200 legs in one process), so the loop over legs is written flat (few calls, few
 attribute loads) and numpy work is batched: all G.711 payloads of a tick are decoded by one table lookup over
 their concatenation, and outbound G.711 audio was encoded chunk by chunk when it was queued, so sending is a
-bytes slice. Other codecs (G.722 is stateful, L16 is rare) go frame by frame.
+bytes slice. Other codecs (G.722 is stateful, L16 is rare) go frame by frame, and so do packets longer or
+shorter than 20 ms: the leg's FIFO pops as many as it takes to deliver exactly one 20 ms frame a tick.
+After a loss the first real frame is delivered cross-faded with the concealment (RtpSession.good_frame).
 
 Idle legs keep sending encoded silence, as most production gear does: it keeps NAT bindings and the peer's
 inactivity timers alive, and the peer's jitter buffer never has to restart. A held leg sends nothing.
@@ -29,7 +31,8 @@ log = get_logger("trunkline.media")
 def run_tick(sessions: list[RtpSession], now: float, tick_index: int) -> list[bytes | None]:
     """One 20 ms step for all legs; returns the packet each leg must send now (None: send nothing)."""
     out: list[bytes | None] = [None] * len(sessions)
-    dec: tuple[list, list, list] = ([], [], [])  # per batch codec: [(session, payload), ...]
+    batch: tuple[list[RtpSession], ...] = ([], [], [])  # per batch codec: the legs with a payload...
+    payloads: tuple[list[bytes], ...] = ([], [], [])  # ...and their payloads
     for i, s in enumerate(sessions):
         try:
             if s.reframing:  # packets other than 20 ms: the leg's FIFO cuts exact frames
@@ -40,8 +43,9 @@ def run_tick(sessions: list[RtpSession], now: float, tick_index: int) -> list[by
                     s.silence_frame()
                 elif got is _CONCEALED:
                     s.concealed_frame()
-                elif s.batch_codec and len(got) == s.frame_samples:
-                    dec[s.batch_codec].append((s, got))
+                elif len(got) == s.batch_bytes:  # one G.711 frame: decoded below with all the others
+                    batch[s.batch_codec].append(s)
+                    payloads[s.batch_codec].append(got)
                 else:
                     s.audio_payload(got, now)
             if s.dtmf_packets:
@@ -59,24 +63,25 @@ def run_tick(sessions: list[RtpSession], now: float, tick_index: int) -> list[by
                 payload = None if pcm is None else s.codec.encode(pcm)
             seq = s.seq
             s.seq = (seq + 1) & 0xFFFF
-            if payload is None:  # idle: comfort silence, no marker (except on the very first packet)
-                second = s.pt_marker if s.marker_next else s.payload_type
+            if payload is None:  # idle: comfort silence; a marker only on the stream's very first packet
+                second = s.idle_second
                 # stateful codecs (G.722) keep their encoder state in step with what the peer decodes
                 payload = s.silence_payload if s.batch_codec else s.codec.encode(s.silence_pcm)
-                s.talking = False
+                s.idle_second = s.payload_type
+                s.audio_second = s.pt_marker  # the next audio starts a talkspurt
             else:
-                second = s.pt_marker if s.marker_next or not s.talking else s.payload_type  # talkspurt start
-                s.talking = True
-            s.marker_next = False
+                second = s.audio_second
+                if second != s.payload_type:  # this packet starts a talkspurt
+                    s.audio_second = s.idle_second = s.payload_type
             out[i] = _pack(0x80, second, seq, ts, s.ssrc) + payload
         except Exception:  # a bug must cost one leg one frame, not every leg the tick
             _leg_failed(s)
     for code in (1, 2):
-        if dec[code]:
+        if batch[code]:
             try:
-                _decode_batch(code, dec[code])
+                _decode_batch(code, batch[code], payloads[code])
             except Exception:
-                for s, _ in dec[code]:
+                for s in batch[code]:
                     _leg_failed(s)
     return out
 
@@ -87,14 +92,23 @@ def _leg_failed(s: RtpSession) -> None:
         log.exception("media.leg_tick_failed", ssrc=s.ssrc)
 
 
-def _decode_batch(code: int, items: list[tuple[RtpSession, bytes]]) -> None:
+def _decode_batch(code: int, legs: list[RtpSession], payloads: list[bytes]) -> None:
     """Decode one tick's G.711 payloads (all one frame long) in one call; each leg gets a row view."""
     decode = _DECODERS[code]
     assert decode is not None
-    pcm = decode(b"".join([payload for _, payload in items]))
+    pcm = decode(b"".join(payloads))
     pcm.flags.writeable = False  # consumers get views of this array
-    for (s, _), frame in zip(items, pcm.reshape(len(items), -1), strict=True):  # row views, made in C
-        s.good_frame(frame)
+    for s, frame in zip(legs, pcm.reshape(len(legs), -1), strict=True):  # row views, made in C
+        if s.concealing:
+            s.good_frame(frame)
+            continue
+        # RtpSession.good_frame(), inlined
+        s.recent.append(frame)
+        s.frames_audio += 1
+        inbound = s.inbound
+        if len(inbound) == s.inbound_max:
+            s.inbound_dropped += 1
+        inbound.append(frame)
 
 
 def _dtmf_packet(s: RtpSession, ts: int) -> bytes:
@@ -103,7 +117,7 @@ def _dtmf_packet(s: RtpSession, ts: int) -> bytes:
         s.dtmf_tx_ts = ts  # every packet of one event carries the event's start timestamp
     if event.end and (not s.dtmf_tx or s.dtmf_tx[0].marker):
         s.dtmf_sent += 1  # the last end packet of a key press
-    s.talking = False  # audio after the event starts a new talkspurt
+    s.audio_second = s.pt_marker  # audio after the event starts a new talkspurt
     pt = s.dtmf_payload_type
     assert pt is not None
     return s.packet(event.payload, event.marker, s.dtmf_tx_ts + event.timestamp_offset, pt)
