@@ -25,7 +25,7 @@ from trunkline.mediaserver.leg import Leg, Stream
 from trunkline.mediaserver.pacing import Ticker, TickerStats
 from trunkline.mediaserver.ports import PortAllocator
 from trunkline.mediaserver.session import FRAME_MS, Address, RtpSession
-from trunkline.mediaserver.tick import run_tick
+from trunkline.mediaserver.tick import outbound_packets, play_inbound
 
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python does not export the constant
 _TIMESPEC = struct.Struct("@qq")
@@ -192,10 +192,14 @@ class MediaEngine:
             now = time.monotonic()
             due = ticker.advance(now)
             if due:
-                self._read_sockets(now)
+                # send first: each leg's packet leaves at the same offset into every tick, however long
+                # reading and playout take (they vary with what arrived)
                 first = ticker.tick_index - due
                 for k in range(due):
-                    self._send(run_tick(self._sessions, now, first + k))
+                    self._send(outbound_packets(self._sessions, first + k))
+                self._read_sockets(now)
+                for _ in range(due):
+                    play_inbound(self._sessions, now)
                 self._notify()
                 self._fold_stats(ticker.tick_index, due)
                 if self._tick_waiters:

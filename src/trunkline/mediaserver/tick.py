@@ -1,4 +1,4 @@
-"""The pacer tick (pure): for every leg, play out one inbound frame and build one outbound packet.
+"""The pacer tick (pure): for every leg, build one outbound packet and play out one inbound frame.
 
 CPU is the constraint (200 legs in one process), so the loop over legs is written flat (few calls, few
 attribute loads) and numpy work is batched: all G.711 payloads of a tick are decoded by one table lookup over
@@ -29,29 +29,21 @@ log = get_logger("trunkline.media")
 
 
 def run_tick(sessions: list[RtpSession], now: float, tick_index: int) -> list[bytes | None]:
-    """One 20 ms step for all legs; returns the packet each leg must send now (None: send nothing)."""
+    """One 20 ms step for all legs: the packet each leg must send now (None: send nothing), then playout of
+    one inbound frame per leg. The engine calls the two halves itself, reading its sockets in between."""
+    out = outbound_packets(sessions, tick_index)
+    play_inbound(sessions, now)
+    return out
+
+
+def outbound_packets(sessions: list[RtpSession], tick_index: int) -> list[bytes | None]:
+    """Build every leg's packet for this tick. Cheap (a slice and a header per leg), so the engine sends
+    these first and each leg's packet leaves at the same offset into every tick: steady spacing."""
     out: list[bytes | None] = [None] * len(sessions)
-    batch: tuple[list[RtpSession], ...] = ([], [], [])  # per batch codec: the legs with a payload...
-    payloads: tuple[list[bytes], ...] = ([], [], [])  # ...and their payloads
     for i, s in enumerate(sessions):
+        if s.held or s.remote is None:
+            continue
         try:
-            if s.reframing:  # packets other than 20 ms: the leg's FIFO cuts exact frames
-                s.reframe(now)
-            else:
-                got = s.jitter.pop_payload(now)
-                if got is _SILENCE:
-                    s.silence_frame()
-                elif got is _CONCEALED:
-                    s.concealed_frame()
-                elif len(got) == s.batch_bytes:  # one G.711 frame: decoded below with all the others
-                    batch[s.batch_codec].append(s)
-                    payloads[s.batch_codec].append(got)
-                else:
-                    s.audio_payload(got, now)
-            if s.dtmf_packets:
-                s.poll_dtmf(now)
-            if s.held or s.remote is None:
-                continue
             ts = (s.ts_base + tick_index * s.ts_step) & 0xFFFFFFFF
             if s.dtmf_tx:
                 out[i] = _dtmf_packet(s, ts)
@@ -76,6 +68,32 @@ def run_tick(sessions: list[RtpSession], now: float, tick_index: int) -> list[by
             out[i] = _pack(0x80, second, seq, ts, s.ssrc) + payload
         except Exception:  # a bug must cost one leg one frame, not every leg the tick
             _leg_failed(s)
+    return out
+
+
+def play_inbound(sessions: list[RtpSession], now: float) -> None:
+    """Pop one frame per leg from its jitter buffer (or FIFO) and deliver it; G.711 decoded in one batch."""
+    batch: tuple[list[RtpSession], ...] = ([], [], [])  # per batch codec: the legs with a payload...
+    payloads: tuple[list[bytes], ...] = ([], [], [])  # ...and their payloads
+    for s in sessions:
+        try:
+            if s.reframing:  # packets other than 20 ms: the leg's FIFO cuts exact frames
+                s.reframe(now)
+            else:
+                got = s.jitter.pop_payload(now)
+                if got is _SILENCE:
+                    s.silence_frame()
+                elif got is _CONCEALED:
+                    s.concealed_frame()
+                elif len(got) == s.batch_bytes:  # one G.711 frame: decoded below with all the others
+                    batch[s.batch_codec].append(s)
+                    payloads[s.batch_codec].append(got)
+                else:
+                    s.audio_payload(got, now)
+            if s.dtmf_packets:
+                s.poll_dtmf(now)
+        except Exception:  # a bug must cost one leg one frame, not every leg the tick
+            _leg_failed(s)
     for code in (1, 2):
         if batch[code]:
             try:
@@ -83,7 +101,6 @@ def run_tick(sessions: list[RtpSession], now: float, tick_index: int) -> list[by
             except Exception:
                 for s in batch[code]:
                     _leg_failed(s)
-    return out
 
 
 def _leg_failed(s: RtpSession) -> None:
