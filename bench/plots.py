@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,117 @@ def jitter_tradeoff(
     return [name]
 
 
+def capacity_cpu(out_dir: Path, capacity: dict[str, Any]) -> list[str]:
+    """Engine CPU vs concurrent legs per ladder (filled: step passed, x: failed), generator CPU dashed,
+    outbound spacing p99 on the right axis against its 25 ms limit."""
+    ladders = capacity.get("ladders") or {"task": capacity}
+    ladders = {k: v for k, v in ladders.items() if isinstance(v, dict) and v.get("steps")}
+    if not ladders:
+        return []
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    twin = ax.twinx()
+    colors = iter(("tab:blue", "tab:green", "tab:purple"))
+    for name, ladder in ladders.items():
+        color = next(colors)
+        steps = sorted(ladder["steps"], key=lambda s: s["legs"])
+        last = list({s["legs"]: s for s in steps}.values())  # lines through the last try at each N
+        legs = [s["legs"] for s in last]
+        ax.plot(legs, [s["engine_cpu_pct"] for s in last], color=color, lw=1.5, label=f"engine CPU, {name}")
+        for passed, marker in ((True, "o"), (False, "x")):
+            pts = [s for s in steps if bool(s.get("passed")) is passed]
+            ax.scatter(
+                [s["legs"] for s in pts], [s["engine_cpu_pct"] for s in pts], color=color, marker=marker
+            )
+        ax.plot(
+            legs,
+            [s.get("generator_cpu_pct") for s in last],
+            color=color,
+            ls="--",
+            lw=1,
+            alpha=0.7,
+            label=f"generator CPU, {name}",
+        )
+        twin.plot(
+            legs,
+            [s.get("spacing_p99_ms") for s in last],
+            color=color,
+            ls=":",
+            lw=1.5,
+            label=f"spacing p99, {name}",
+        )
+    twin.axhline(25.0, color="tab:red", lw=1, alpha=0.6, label="spacing limit 25 ms")
+    ax.set_xlabel("concurrent G.711 legs (one engine process)")
+    ax.set_ylabel("CPU, % of one core")
+    twin.set_ylabel("outbound spacing p99 (ms, log)")
+    twin.set_yscale("log")
+    twin.yaxis.set_major_formatter(plt.matplotlib.ticker.ScalarFormatter())
+    ax.set_title(
+        f"CPU vs legs: max passing {capacity.get('max_legs_passing')}, "
+        f"{capacity.get('legs_per_core')} legs/core (o pass, x fail)"
+    )
+    ax.grid(alpha=0.3)
+    handles = ax.get_legend_handles_labels()
+    more = twin.get_legend_handles_labels()
+    ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="upper left")
+    fig.tight_layout()
+    name = "capacity_cpu.png"
+    fig.savefig(out_dir / name, dpi=90)
+    plt.close(fig)
+    return [name]
+
+
+def latency_cdf(
+    out_dir: Path,
+    name: str,
+    series: dict[str, list[float]],
+    title: str,
+    xlabel: str,
+    target_ms: float | None = None,
+) -> list[str]:
+    """Empirical CDF of each named sample list (ms) with p50/p95 in the legend; writes `<name>.png`.
+    Empty or missing series are left out; nothing to plot means no file."""
+    clean = {
+        label: sorted(float(v) for v in values if v is not None and math.isfinite(float(v)))
+        for label, values in series.items()
+        if values
+    }
+    clean = {label: values for label, values in clean.items() if values}
+    if not clean:
+        return []
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, values in clean.items():
+        n = len(values)
+        p50, p95 = values[(n - 1) // 2], values[min(n - 1, math.ceil(0.95 * n) - 1)]
+        ax.step(
+            values,
+            [(i + 1) / n for i in range(n)],
+            where="post",
+            label=f"{label} (n={n}, p50 {p50:.0f}, p95 {p95:.0f})",
+        )
+    if target_ms is not None:
+        ax.axvline(target_ms, color="tab:red", ls="--", lw=1, label=f"target {target_ms:g}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of samples ≤ x")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    filename = f"{name}.png"
+    fig.savefig(out_dir / filename, dpi=90)
+    plt.close(fig)
+    return [filename]
+
+
+def _samples(raw: dict[str, Any], step: str, key: str) -> list[float]:
+    """raw[step][key] when it is a list of numbers (a step may be absent, failed, or None)."""
+    result = raw.get(step)
+    values = result.get(key) if isinstance(result, dict) else None
+    return [v for v in values if isinstance(v, int | float)] if isinstance(values, list) else []
+
+
 def write_all(out_dir: Path, raw: dict[str, Any]) -> list[str]:
     from bench.run import PJMEDIA_JB_REFERENCE
 
@@ -103,4 +215,22 @@ def write_all(out_dir: Path, raw: dict[str, Any]) -> list[str]:
             for trace in PJMEDIA_JB_REFERENCE
         }
         files += jitter_tradeoff(out_dir, jitter, reference)
+    capacity = raw.get("capacity")
+    if isinstance(capacity, dict) and "error" not in capacity:
+        files += capacity_cpu(out_dir, capacity)
+    turn = _samples(raw, "turn_latency", "samples_ms")
+    if turn:
+        files += latency_cdf(
+            out_dir,
+            "turn_latency_cdf",
+            {"Trunkline": turn},
+            "Turn latency: last caller speech packet → first agent speech packet",
+            "ms",
+            target_ms=450.0,
+        )
+    tts = _samples(raw, "models_speed", "tts_first_audio_ms_samples")
+    if tts:
+        files += latency_cdf(
+            out_dir, "tts_first_audio_cdf", {"piper": tts}, "TTS time to first audio", "ms", target_ms=60.0
+        )
     return files

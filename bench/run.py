@@ -1,21 +1,36 @@
 """`make bench`: run every benchmark, write bench/results/<timestamp>/ (results.json, report.md, plots).
 
-Each metric module exposes run(...) -> dict (JSON-serialisable); this module turns those dicts into rows
-beside their targets and comparators. A metric that cannot run is reported with its reason, never as a number.
+Each step is a module with `run(quick=False) -> dict` (JSON-serialisable) and `metrics(result) -> [Metric]`;
+this module runs them in order, times them, and writes one report. A step that cannot run is reported with its
+reason, never as a number. Models are warmed by the first step that uses them (models_speed).
+
+    python -m bench.run                 # everything (< 10 min on 2 cores)
+    python -m bench.run --quick         # smoke run: fewer repeats, numbers not quotable
+    python -m bench.run --only media_cpu,capacity
 """
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
-import sys
-import time
-import traceback
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+import os
 
-from bench.report import Metric, markdown_table, write_results
+# Pin library thread pools before numpy/onnxruntime/ctranslate2 load: the models get explicit thread counts,
+# everything else one thread, so runs are comparable.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import datetime as dt  # noqa: E402
+import importlib  # noqa: E402
+import inspect  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bench.report import Metric, markdown_table, write_results  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -31,24 +46,6 @@ def progress(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def media_cpu_metrics(result: dict[str, Any]) -> list[Metric]:
-    us = result.get("us_per_packet_pair_p50")
-    return [
-        Metric(
-            metric_id="media_cpu_us_per_pair",
-            title=f"Media CPU per in+out packet pair ({result.get('legs', 200)} legs)",
-            unit="µs",
-            value=us,
-            target="≤ 15 µs",
-            passed=None if us is None else us <= 15.0,
-            comparator="floor on this box (recvfrom+sendto+parse)",
-            comparator_value=result.get("floor_us_per_pair"),
-            how=result.get("how", ""),
-            extra=result,
-        )
-    ]
-
-
 def jitter_metrics(result: dict[str, Any], pjmedia: dict[str, Any] | None = None) -> list[Metric]:
     """Our buffer on both traces beside pjmedia run live on the same traces (or its reference figures)."""
     rows = []
@@ -59,136 +56,117 @@ def jitter_metrics(result: dict[str, Any], pjmedia: dict[str, Any] | None = None
         comparator = (
             "pjmedia 2.15.1, same traces, this run" if live else "pjmedia, reference figure (not rerun)"
         )
-        delay = ours.get("mean_added_delay_ms")
-        pct = ours.get("conceal_or_drop_pct")
-        rows.append(
-            Metric(
-                metric_id=f"jb_{trace}_delay_ms",
-                title=f"Jitter buffer, {trace} trace: mean added delay",
-                unit="ms",
-                value=delay,
-                target=f"≤ {delay_target:g} ms",
-                passed=None if delay is None else delay <= delay_target,
-                comparator=comparator,
-                comparator_value=ref["mean_added_delay_ms"],
-                how=result.get("how", ""),
-            )
+        how = (
+            "Seeded trace (bench/traces.py) replayed on a virtual clock into our JitterBuffer at four ticker "
+            "phases (bench/jitter_quality.py); pjmedia: two pjsua2 accounts calling each other through an "
+            "impairing relay replaying the same trace (bench/pjmedia_jb.py)."
         )
-        rows.append(
-            Metric(
-                metric_id=f"jb_{trace}_conceal_pct",
-                title=f"Jitter buffer, {trace} trace: frames concealed or dropped",
-                unit="%",
-                value=pct,
-                target=f"≤ {pct_target:g} %",
-                passed=None if pct is None else pct <= pct_target,
-                comparator=comparator,
-                comparator_value=ref["conceal_or_drop_pct"],
-                how=f"network loss (reported separately): {ours.get('network_loss_pct')} %",
+        for metric_id, title, unit, key, target in (
+            (f"jb_{trace}_delay_ms", f"Jitter buffer, {trace} trace: mean added delay", "ms",
+             "mean_added_delay_ms", delay_target),
+            (f"jb_{trace}_conceal_pct", f"Jitter buffer, {trace} trace: frames concealed or dropped", "%",
+             "conceal_or_drop_pct", pct_target),
+        ):  # fmt: skip
+            value = ours.get(key)
+            rows.append(
+                Metric(
+                    metric_id=metric_id,
+                    title=title,
+                    unit=unit,
+                    value=value,
+                    target=f"≤ {target:g} {unit}",
+                    passed=None if value is None else value <= target,
+                    comparator=comparator,
+                    comparator_value=ref.get(key),
+                    how=how + f" Network loss (not counted): {ours.get('network_loss_pct')} %.",
+                )
             )
-        )
     return rows
 
 
-def endpointing_metrics(result: dict[str, Any]) -> list[Metric]:
-    """Endpointing delay and early cuts on the pause-rich set; barge-in decision time and false stops."""
-    how = result.get("how", "")
-    rows = [
-        (
-            "endpoint_delay_p95_ms",
-            "Endpointing delay p95 (pause-rich set)",
-            "ms",
-            result.get("endpoint_delay_ms_p95"),
-            250.0,
-        ),
-        (
-            "endpoint_early_pct",
-            "Turns cut early (pause-rich set)",
-            "%",
-            result.get("endpoint_early_pct"),
-            5.0,
-        ),
-        (
-            "bargein_false_stop_pct",
-            "Barge-in false stops (backchannel/noise set)",
-            "%",
-            result.get("false_stop_pct"),
-            5.0,
-        ),
-        (
-            "bargein_onset_to_stop_p95_ms",
-            "Barge-in: caller onset → stop decision p95",
-            "ms",
-            result.get("bargein_onset_to_stop_ms_p95"),
-            130.0,
-        ),
-    ]
-    return [
-        Metric(
-            mid,
-            title,
-            unit,
-            value,
-            f"≤ {target:g} {unit}",
-            None if value is None else value <= target,
-            how=how,
-        )
-        for mid, title, unit, value, target in rows
-    ]
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One benchmark module; `metrics` overrides the module's own `metrics(result)` when given."""
+
+    name: str
+    module: str
+    metrics: Callable[[dict[str, Any], dict[str, Any]], list[Metric]] | None = None
 
 
-def pjmedia_metrics(result: dict[str, Any]) -> list[Metric]:
-    """The comparator run itself yields no row; its numbers appear beside ours in the jitter rows."""
-    return []
+STEPS = (
+    Step("models_speed", "bench.models_speed"),  # first: warms whisper and piper for later steps
+    Step("pjmedia_jb", "bench.pjmedia_jb", lambda r, raw: []),  # its numbers sit beside ours in the jb rows
+    Step("jitter_quality", "bench.jitter_quality", lambda r, raw: jitter_metrics(r, raw.get("pjmedia_jb"))),
+    Step("media_cpu", "bench.media_cpu"),
+    Step("capacity", "bench.capacity"),
+    Step("endpointing", "bench.endpointing"),
+    Step("turn_latency", "bench.turn_latency"),
+)
 
 
-def run_step(
-    name: str, fn: Callable[[], dict[str, Any]], to_metrics: Callable[[dict[str, Any]], list[Metric]]
-) -> tuple[list[Metric], dict[str, Any]]:
-    progress(f"{name}: running")
+def _call_run(module: Any, quick: bool) -> dict[str, Any]:
+    run = module.run
+    if "quick" in inspect.signature(run).parameters:
+        result: dict[str, Any] = run(quick=quick)
+    else:
+        result = run()
+    if isinstance(result, dict) and result.get("error") and len(result) == 1:
+        raise RuntimeError(str(result["error"]))
+    return result
+
+
+def run_step(step: Step, quick: bool, raw: dict[str, Any]) -> tuple[list[Metric], dict[str, Any]]:
+    progress(f"{step.name}: running")
     started = time.monotonic()
     try:
-        result = fn()
+        module = importlib.import_module(step.module)
+        result = _call_run(module, quick)
+        rows = step.metrics(result, raw) if step.metrics else module.metrics(result)
     except Exception as exc:  # a failed benchmark is reported, not hidden
-        progress(f"{name}: could not run: {exc!r}")
-        metric = Metric(name, name, "", None, "", None, error=f"{exc!r}\n\n```\n{traceback.format_exc()}```")
-        return [metric], {"error": repr(exc)}
-    progress(f"{name}: done in {time.monotonic() - started:.1f} s")
-    return to_metrics(result), result
+        progress(f"{step.name}: could not run: {exc!r}")
+        error = f"{exc!r}\n\n```\n{traceback.format_exc()}```"
+        return [Metric(step.name, step.name, "", None, "", None, error=error)], {"error": repr(exc)}
+    elapsed = time.monotonic() - started
+    result = dict(result)
+    result["_step_seconds"] = round(elapsed, 1)
+    result["_loadavg_after"] = os.getloadavg()
+    progress(f"{step.name}: done in {elapsed:.1f} s")
+    return rows, result
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--quick", action="store_true", help="fewer repeats (smoke run, numbers not quotable)"
     )
+    parser.add_argument(
+        "--only", default="", help="comma-separated step names: " + ", ".join(s.name for s in STEPS)
+    )
     args = parser.parse_args(argv)
+    only = {name for name in args.only.split(",") if name}
+    unknown = only - {s.name for s in STEPS}
+    if unknown:
+        parser.error(f"unknown step(s): {', '.join(sorted(unknown))}")
 
-    from bench import endpointing, jitter_quality, media_cpu, pjmedia_jb
-
-    raw: dict[str, Any] = {}
-    steps: list[tuple[str, Callable[[], dict[str, Any]], Callable[[dict[str, Any]], list[Metric]]]] = [
-        ("pjmedia_jb", pjmedia_jb.run, pjmedia_metrics),
-        ("jitter_quality", jitter_quality.run, lambda r: jitter_metrics(r, raw.get("pjmedia_jb"))),
-        (
-            "media_cpu",
-            lambda: media_cpu.run(repeats=2 if args.quick else 5, seconds=5 if args.quick else 20),
-            media_cpu_metrics,
-        ),
-        ("endpointing", endpointing.run, endpointing_metrics),
-    ]
-    out_dir = RESULTS_DIR / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    raw: dict[str, Any] = {"_meta": {"quick": args.quick, "loadavg_before": os.getloadavg()}}
     metrics: list[Metric] = []
-    for name, fn, to_metrics in steps:
-        rows, result = run_step(name, fn, to_metrics)
+    started = time.monotonic()
+    for step in STEPS:
+        if only and step.name not in only:
+            continue
+        rows, result = run_step(step, args.quick, raw)
         metrics += rows
-        raw[name] = result
+        raw[step.name] = result
+    raw["_meta"]["total_seconds"] = round(time.monotonic() - started, 1)
     from bench import plots
 
+    out_dir = RESULTS_DIR / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     plot_files = plots.write_all(out_dir, raw)
     report = write_results(out_dir, metrics, plot_files, raw)
     print(markdown_table(metrics))
-    print(f"\nreport: {report}")
+    print(f"\nreport: {report}  ({raw['_meta']['total_seconds']:.0f} s)")
     return 0
 
 
