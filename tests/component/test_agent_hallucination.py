@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trunkline.pipeline.agent import NO_SPEECH_DROP, likely_hallucination
+from trunkline.pipeline.hearing import NO_SPEECH_DROP, likely_hallucination
 
 
 def test_never_spoken_phrases_are_dropped_whatever_the_confidence() -> None:

@@ -24,6 +24,7 @@ from trunkline.pipeline.conversation import CatalogTools, Conversation
 from trunkline.pipeline.llm import (
     INTERRUPTED_TOOL_CONTENT,
     Clause,
+    FirstToken,
     LlmTurnRunner,
     LlmUnavailable,
     TextDelta,
@@ -105,6 +106,7 @@ async def test_text_streams_as_clauses_before_the_reply_ends(stub: OpenAIStub, c
             if isinstance(event, Clause) and event.index == 0:
                 assert not gate.is_set()  # the first clause arrived while the stream was still open
                 gate.set()
+    assert isinstance(events[0], FirstToken) and len(of_type(events, FirstToken)) == 1
     clauses = [c.text for c in of_type(events, Clause)]
     assert clauses == ["Sure.", "We have openings on Tuesday,", "Wednesday and Thursday morning.",
                        "Which works for you?"]  # fmt: skip
@@ -141,7 +143,7 @@ async def test_tool_call_round_trip(stub: OpenAIStub, client: Any) -> None:
 
     assert tool.calls == [{"day": "Tuesday"}]
     kinds = [type(e).__name__ for e in events if not isinstance(e, TextDelta | Usage)]
-    assert kinds == ["Clause", "ToolCallRequest", "ToolCallResult", "Clause", "TurnDone"]
+    assert kinds == ["FirstToken", "Clause", "ToolCallRequest", "ToolCallResult", "Clause", "TurnDone"]
     request = of_type(events, ToolCallRequest)[0]
     assert request == ToolCallRequest("call_abc123", "find_slots", '{"day": "Tuesday"}')
     result = of_type(events, ToolCallResult)[0].result
@@ -161,6 +163,31 @@ async def test_tool_call_round_trip(stub: OpenAIStub, client: Any) -> None:
     assert assistant["tool_calls"] == [{"id": "call_abc123", "type": "function", "function": function}]
     assert tool_message == {"role": "tool", "tool_call_id": "call_abc123", "content": result.content}
     assert conv.messages[-1] == {"role": "assistant", "content": "I have 9 and 2:30 on Tuesday."}
+
+
+async def test_first_token_of_a_tool_call_is_reported_while_its_arguments_stream(
+    stub: OpenAIStub, client: Any
+) -> None:
+    """The first-token time (the turn's "first LLM token" latency stage) is the first tool-call delta, not
+    the end of the round when the call is complete."""
+    gate = stub.gate()
+    chunks = tool_call_chunks([("call_1", "find_slots", ['{"day": ', '"Friday"}'])])
+    stub.chat.append(ChatStream((*chunks[:2], Hold(gate), *chunks[2:])))
+    stub.chat.append(ChatStream(tuple(text_chunks(["Yes, Friday at nine works", ". Shall I book it?"]))))
+    runner = LlmTurnRunner(client, model="stub-model", limits=FAST,
+                           tools=CatalogTools(catalog_with(SlotsTool()), CTX))  # fmt: skip
+    events: list[TurnEvent] = []
+    async with asyncio.timeout(10), contextlib.aclosing(runner.run(conversation())) as turn:
+        async for event in turn:
+            events.append(event)
+            if isinstance(event, FirstToken):
+                assert not gate.is_set()  # the tool call's arguments were still streaming
+                gate.set()
+    (first,) = of_type(events, FirstToken)
+    done = events[-1]
+    assert isinstance(done, TurnDone) and done.first_token_at == first.at_s
+    # after the tool, the reply's first clause ends at its first comma: it reaches TTS sooner
+    assert [c.text for c in of_type(events, Clause)] == ["Yes,", "Friday at nine works.", "Shall I book it?"]
 
 
 async def test_confirm_first_tool_runs_after_the_caller_answers(stub: OpenAIStub, client: Any) -> None:

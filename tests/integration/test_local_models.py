@@ -142,3 +142,33 @@ async def test_prompt_cache_replays_the_greeting_without_the_model(
 async def speak_cached(cache: PromptCache, tts: SpeechSynthesizer, text: str) -> list[AudioChunk]:
     async with asyncio.timeout(30):
         return [chunk async for chunk in cache.stream(tts, text)]
+
+
+async def test_a_short_lead_phrase_comes_first_and_the_joined_clause_stays_intelligible(
+    piper: LocalPiper, whisper: LocalWhisper
+) -> None:
+    chunks = await speak(piper, "Sure, I can book that for you.")
+    assert len(chunks) == 2 and len(chunks[0].pcm) < len(chunks[1].pcm) / 2  # "Sure," on its own
+    pcm = np.concatenate([c.pcm for c in chunks])
+    edge = pcm[len(chunks[0].pcm) - 40 : len(chunks[0].pcm) + 40].astype(np.int32)
+    assert np.abs(edge).max() < 1000  # the join falls in the comma pause: no click
+    async with asyncio.timeout(30):
+        transcript = await whisper.transcribe(pcm, 8000)
+    assert {"sure", "book", "that", "for", "you"} <= words(transcript.text), transcript.text
+
+
+async def test_fitted_window_word_timings_end_where_the_speech_ends(
+    asr_pool: BoundedPool, piper: LocalPiper
+) -> None:
+    timed = LocalWhisper(asr_pool, cpu_threads=2, fitted_window=True, word_timestamps=True)
+    speech = np.concatenate([c.pcm for c in await speak(piper, BOOKING)])
+    pcm = np.concatenate([np.zeros(4000, np.int16), speech, np.zeros(2400, np.int16)])
+    async with asyncio.timeout(30):
+        transcript = await timed.transcribe(pcm, 8000)
+    assert transcript.words and timed.full_window_fallbacks == 0
+    assert {"book", "cleaning", "tuesday"} <= words(" ".join(w.text for w in transcript.words))
+    starts = [w.start_s for w in transcript.words]
+    assert starts == sorted(starts) and all(w.start_s <= w.end_s for w in transcript.words)
+    speech_end_s = (4000 + len(speech)) / 8000
+    assert abs(transcript.words[-1].end_s - speech_end_s) < 0.35
+    assert 0.0 <= transcript.words[-1].probability <= 1.0

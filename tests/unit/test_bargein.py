@@ -40,6 +40,15 @@ INTERRUPT, RESUME_CUT = BargeInAction.INTERRUPT, BargeInAction.RESUME_CUT
         ("Stop.", TranscriptKind.WORDS),
         ("Yeah but I want to cancel", TranscriptKind.WORDS),
         ("Wait", TranscriptKind.WORDS),
+        ("No.", TranscriptKind.WORDS),
+        ("What?", TranscriptKind.WORDS),
+        ("Huh?", TranscriptKind.WORDS),
+        ("of", TranscriptKind.BACKCHANNEL),  # "Oh." as the tiny model hears it
+        ("i", TranscriptKind.BACKCHANNEL),  # "I see."
+        ("L.", TranscriptKind.BACKCHANNEL),  # a cough
+        ("Out.", TranscriptKind.BACKCHANNEL),
+        ("Tuesday", TranscriptKind.WORDS),  # a lone word longer than three letters is real speech
+        ("No way", TranscriptKind.WORDS),
     ],
 )
 def test_classify_burst(text: str, kind: TranscriptKind) -> None:

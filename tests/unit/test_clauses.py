@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trunkline.pipeline.clauses import ClauseSplitter, split_clauses
+from trunkline.pipeline.clauses import FAST_FIRST_SOFT_WORDS, ClauseSplitter, split_clauses
 
 
 @pytest.mark.parametrize(
@@ -40,6 +40,28 @@ from trunkline.pipeline.clauses import ClauseSplitter, split_clauses
 )  # fmt: skip
 def test_examples(text: str, expected: list[str]) -> None:
     assert split_clauses(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Sure, Tuesday at ten works. Anything else?", ["Sure,", "Tuesday at ten works.", "Anything else?"]),
+        ("Yes, sure.", ["Yes,", "sure."]),
+        ("Great, I've noted Tuesday at ten for you.", ["Great,", "I've noted Tuesday at ten for you."]),
+        ("Okay. Yes, we do.", ["Okay.", "Yes, we do."]),  # only the reply's first clause is cut short
+        ("You're booked for Tuesday at ten.", ["You're booked for Tuesday at ten."]),
+        ("The total is 1,000 dollars.", ["The total is 1,000 dollars."]),
+    ],
+)  # fmt: skip
+def test_fast_first_clause_ends_at_the_first_soft_mark(text: str, expected: list[str]) -> None:
+    assert split_clauses(text, first_min_soft_words=FAST_FIRST_SOFT_WORDS) == expected
+
+
+def test_reset_makes_the_next_clause_a_first_clause_again() -> None:
+    splitter = ClauseSplitter(first_min_soft_words=1)
+    assert splitter.push("Hi, there. So, what now? ") == ["Hi,", "there.", "So, what now?"]
+    splitter.reset()
+    assert splitter.push("So, what now? ") == ["So,", "what now?"]
 
 
 def test_a_sentence_end_waits_for_the_next_character() -> None:
@@ -87,6 +109,8 @@ def test_reset_drops_pending_text() -> None:
 def test_limits_must_be_positive() -> None:
     with pytest.raises(ValueError):
         ClauseSplitter(min_soft_words=0)
+    with pytest.raises(ValueError):
+        ClauseSplitter(first_min_soft_words=0)
 
 
 ALPHABET = st.sampled_from([*"abcXYZ019 ...,,;:!?'\"()\n-", "Dr.", "a.m.", "e.g.", "10.30", " ", "  "])
@@ -109,9 +133,19 @@ def test_streamed_clauses_are_the_text_modulo_whitespace(text: str, cuts: list[i
     assert all(c and c == c.strip() for c in clauses)
 
 
-@given(TEXTS, st.lists(st.integers(min_value=0, max_value=10_000), max_size=30))
-def test_chunking_does_not_change_the_clauses(text: str, cuts: list[int]) -> None:
-    assert _stream(text, cuts, max_words=8) == split_clauses(text, max_words=8)
+@given(TEXTS, st.lists(st.integers(min_value=0, max_value=10_000), max_size=30), st.sampled_from([1, 2, 4]))
+def test_chunking_does_not_change_the_clauses(text: str, cuts: list[int], first: int) -> None:
+    limits = {"max_words": 8, "first_min_soft_words": first}
+    assert _stream(text, cuts, **limits) == split_clauses(text, **limits)
+
+
+@given(TEXTS)
+def test_fast_first_clause_only_moves_the_first_cut_earlier(text: str) -> None:
+    fast = split_clauses(text, first_min_soft_words=1)
+    normal = split_clauses(text)
+    assert " ".join(fast).split() == text.split()
+    if fast and normal:
+        assert normal[0].startswith(fast[0])
 
 
 @given(TEXTS, st.integers(min_value=1, max_value=6))

@@ -317,3 +317,55 @@ def test_an_unsure_last_word_makes_complete_text_unknown() -> None:
     assert ep.completeness is INC
     ep.set_text("My card was declined.", None)
     assert ep.completeness is C
+
+
+def test_doubtful_complete_text_gets_the_middle_hangover() -> None:
+    cfg = EndpointConfig(
+        complete_hangover_ms=200, unknown_hangover_ms=800, min_complete_confidence=0.5,
+        sure_complete_confidence=0.9, min_complete_words=2, doubtful_complete_hangover_ms=450,
+    )  # fmt: skip
+    ep = Endpointer(cfg)
+    ep.speech_started(0.0)
+    ep.silence_started(1.0)
+    ep.set_text("I'd like to book a table.", 0.95)
+    assert ep.completeness is C and ep.next_deadline() == pytest.approx(1.2)
+    ep.set_text("I'd like to book a table.", 0.7)  # complete-looking, last word not sure
+    assert ep.completeness is C and ep.next_deadline() == pytest.approx(1.45)
+    ep.set_text("Yes.", 0.99)  # too short to trust ("Yes." before ", I think ...")
+    assert ep.next_deadline() == pytest.approx(1.45)
+    ep.set_text("I'd like to book a table.", None)  # no probability: only the word count counts
+    assert ep.next_deadline() == pytest.approx(1.2)
+    assert ep.poll(1.19) is None
+    decision = ep.poll(1.2)
+    assert decision is not None and decision.completeness is C
+
+
+def test_speech_the_asr_did_not_transcribe_keeps_the_turn_open() -> None:
+    ep = Endpointer(EndpointConfig(complete_hangover_ms=200, unknown_hangover_ms=800,
+                                   max_untranscribed_ms=150))  # fmt: skip
+    ep.speech_started(0.0)
+    ep.silence_started(2.0)
+    ep.set_text("My name is John.", 0.95, untranscribed_s=0.30)  # "and" was dropped by the ASR
+    assert ep.completeness is U and ep.next_deadline() == pytest.approx(2.8)
+    ep.set_text("My name is John.", 0.95, untranscribed_s=0.10)
+    assert ep.completeness is C and ep.next_deadline() == pytest.approx(2.2)
+    ep.set_text("My name is John and", 0.95, untranscribed_s=0.0)
+    assert ep.completeness is INC
+
+
+def test_listener_subtracts_the_trailing_silence_from_the_audio_after_the_last_word() -> None:
+    cfg = EndpointConfig(complete_hangover_ms=200, unknown_hangover_ms=800, max_untranscribed_ms=150)
+    listener = TurnListener(SpeechSegmenter(start_frames=3, stop_frames=2, pre_roll_ms=0), Endpointer(cfg))
+    requests: list[DecodeRequest] = []
+    for i in range(56):  # speech 0-1.0 s (frames 0..49), silence from 1.0 s, detected at 1.04 s
+        for ev in listener.push(np.zeros(FRAME, np.int16), i < 50, (i + 1) * 0.02):
+            if isinstance(ev, DecodeRequest):
+                requests.append(ev)
+    (req,) = requests
+    assert req.trailing_silence_s == pytest.approx(0.04)
+    # after_last_word_s = trailing silence + untranscribed speech: 0.3 s of speech without words is a
+    # dropped word; 0.05 s is alignment slack
+    listener.on_transcript(req.request_id, "That is all.", 1.12, 0.9, 0.04 + 0.30)
+    assert listener.endpointer.completeness is U
+    listener.on_transcript(req.request_id, "That is all.", 1.12, 0.9, 0.04 + 0.05)
+    assert listener.endpointer.completeness is C

@@ -1,5 +1,5 @@
-"""The voice agent of one answered call: listen (VAD → segmenter/endpointer → speculative ASR), answer (reply
-policy → clauses → TTS → leg), and stop the instant the caller barges in.
+"""The voice agent of one answered call: listen (`hearing.py`: VAD → segmenter/endpointer → speculative
+ASR), answer (reply policy → clauses → TTS → leg), and stop the instant the caller barges in.
 
 One `asyncio.TaskGroup` per call holds the listener, responder, playout, timer and event tasks; they talk
 through one bounded queue of work for the responder. Everything the agent says (greeting, replies,
@@ -11,109 +11,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 from trunkline.logs import get_logger
 from trunkline.mediaserver.dtmf import DtmfDigit
 from trunkline.pipeline.asr import SpeechRecognizer
+from trunkline.pipeline.hearing import NO_SPEECH_DROP, Hearing, likely_hallucination
 from trunkline.pipeline.latency import TurnLatency
 from trunkline.pipeline.policy import Decided, ReplyPolicy, SayClause, TokensUsed, ToolUsed
 from trunkline.pipeline.speaker import Playback, Speaker
-from trunkline.vad.bargein import (
-    BargeInAction,
-    BargeInDecision,
-    BargeInPolicy,
-    TranscriptKind,
-    classify_burst,
+from trunkline.pipeline.work import (
+    CallActions,
+    CallerTurn,
+    EndCall,
+    Prompt,
+    Transfer,
+    TurnRecorder,
+    WorkItem,
 )
-from trunkline.vad.endpointing import DecodeRequest
-from trunkline.vad.listener import DecodeCancelled, TurnEnded, TurnListener, TurnTranscript
-from trunkline.vad.segmenter import SpeechStarted
+from trunkline.vad.bargein import BargeInPolicy
+from trunkline.vad.listener import TurnListener
 from trunkline.vad.turns import CallTimers, HangUp, Say
-from trunkline.vad.vad import VadFrameError, VoiceActivityDetector
+from trunkline.vad.vad import VoiceActivityDetector
 
+__all__ = ["HOLD_LINE", "NO_SPEECH_DROP", "Agent", "CallActions", "CallerTurn", "EndCall", "Prompt",
+           "Transfer", "TurnRecorder", "WorkItem", "likely_hallucination"]  # fmt: skip
 log = get_logger("trunkline.pipeline.agent")
 QUEUE_MAX = 8
 HOLD_LINE = "One moment."
 HOLD_AFTER_S = 1.0
 _END = object()
-
-
-# What whisper says over noise or silence: never phone speech, or (when it thinks there is no speech) too
-# generic to trust.
-_NEVER_SPOKEN = (
-    "thanks for watching",
-    "thank you for watching",
-    "please subscribe",
-    "subtitles by",
-    "amara org",
-)
-_GENERIC = frozenset({"you", "thank you", "thanks", "bye", "so", "the end", "thank you very much"})
-NO_SPEECH_DROP = 0.5
-
-
-def likely_hallucination(text: str, no_speech_prob: float | None) -> bool:
-    """True for a transcript that is probably whisper inventing words over noise (dropped, not answered)."""
-    norm = " ".join(re.findall(r"[a-z0-9]+", text.lower()))
-    if any(phrase in norm for phrase in _NEVER_SPOKEN):
-        return True
-    return norm in _GENERIC and no_speech_prob is not None and no_speech_prob >= NO_SPEECH_DROP
-
-
-@dataclass(frozen=True, slots=True)
-class CallerTurn:
-    """Something the caller said (or pressed) for the policy to answer."""
-
-    text: str
-    latency: TurnLatency | None
-    onset_s: float
-    end_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class Prompt:
-    """A fixed line said on the agent's own initiative (greeting, re-prompt, goodbye); cached TTS."""
-
-    key: str
-    texts: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class EndCall:
-    """Hang up once everything before it has been said."""
-
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Transfer:
-    target: str
-
-
-WorkItem = CallerTurn | Prompt | EndCall | Transfer
-
-
-class TurnRecorder(Protocol):
-    """Where turns, tool calls and usage go (the call store, the log)."""
-
-    def caller_turn(self, turn: CallerTurn) -> None: ...
-
-    def agent_turn(self, playback: Playback, heard: str | None, ended_s: float) -> None: ...
-
-    def tool_used(self, used: ToolUsed) -> None: ...
-
-    def tokens_used(self, used: TokensUsed) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class CallActions:
-    """What the agent may do to the call itself."""
-
-    hangup: Callable[[], Awaitable[None]]
-    transfer: Callable[[str], Awaitable[Any]]
 
 
 class Agent:
@@ -141,34 +69,34 @@ class Agent:
         self._leg = leg
         self._hold_line = hold_line
         self._hold_after_s = hold_after_s
-        self._vad = vad
-        self._listener = listener
         self._barge_in = barge_in
         self._timers = timers
-        self._asr = asr
         self._speaker = speaker
         self._policy = policy
         self._prompts = prompts
         self._actions = actions
         self._recorder = recorder
         self._events = events
-        self._language = language
         self._work: asyncio.Queue[WorkItem] = asyncio.Queue(QUEUE_MAX)
         self._timers_changed = asyncio.Event()
-        self._decodes: dict[int, asyncio.Task[None]] = {}
-        self._asr_lock = asyncio.Lock()
-        self._turns: dict[int, TurnEnded] = {}
         self._group: asyncio.TaskGroup | None = None
         self._current: asyncio.Task[None] | None = None
-        self._during_playback = False  # the caller's current burst began while the agent spoke
-        self._interrupted = False  # ...and it interrupted the agent
-        self._cut_unsaid: tuple[str, ...] = ()
-        self._resume_pending = False  # a confirm timeout came while the caller's words were still decoding
         self._pending_action: EndCall | Transfer | None = None
-        self.interruptions = 0
-        self.dropped_turns = 0
+        self.hearing = Hearing(
+            leg, vad=vad, listener=listener, barge_in=barge_in, timers=timers, asr=asr, speaker=speaker,
+            language=language, clock=self.clock, submit=self._submit, cancel_current=self._cancel_current,
+            timers_changed=self._timers_changed.set,
+        )  # fmt: skip
         speaker.on_started = self.agent_started
         speaker.on_finished = self.agent_finished
+
+    @property
+    def interruptions(self) -> int:
+        return self.hearing.interruptions
+
+    @property
+    def dropped_turns(self) -> int:
+        return self.hearing.dropped_turns
 
     @staticmethod
     def clock() -> float:
@@ -183,7 +111,7 @@ class Agent:
         try:
             async with asyncio.TaskGroup() as group:
                 self._group = group
-                group.create_task(self._listen())
+                group.create_task(self.hearing.run(group))
                 group.create_task(self._respond())
                 group.create_task(self._playout())
                 group.create_task(self._run_timers())
@@ -191,8 +119,7 @@ class Agent:
                     group.create_task(self._call_events(self._events))
         finally:
             self._group = None
-            for task in self._decodes.values():
-                task.cancel()
+            self.hearing.close()
 
     def end_call(self, reason: str) -> None:
         """`end_call` tool: hang up after what is queued has been said."""
@@ -202,147 +129,12 @@ class Agent:
         """`transfer_call` tool: transfer after what is queued has been said."""
         self._pending_action = Transfer(target)
 
-    # --- listening ----------------------------------------------------------------------------------
+    # --- answering ----------------------------------------------------------------------------------
 
-    async def _listen(self) -> None:
-        async for frame in self._leg.frames:
-            now = self.clock()
-            try:
-                speech = self._vad.is_speech(frame)
-            except VadFrameError:
-                continue
-            for event in self._listener.push(frame, speech, now):
-                self._on_listener_event(event, now)
-            for decision in self._barge_in.poll(now):
-                self._on_barge_in(decision)
-            self._speaker.on_tick(now)
-
-    def _on_listener_event(self, event: Any, now: float) -> None:
-        if isinstance(event, SpeechStarted):
-            self._during_playback = self._speaker.speaking
-            self._interrupted = False
-            if not self._during_playback:
-                self._timers.caller_started(now)
-                self._timers_changed.set()
-        if isinstance(event, DecodeRequest):
-            self._start_decode(event)
-        elif isinstance(event, DecodeCancelled):
-            task = self._decodes.pop(event.request_id, None)
-            if task is not None:
-                task.cancel()
-        elif isinstance(event, TurnEnded):
-            self._turns[event.transcript_request_id] = event
-        elif isinstance(event, TurnTranscript):
-            self._on_transcript(event)
-        else:
-            for decision in self._barge_in.on_segment(event):
-                self._on_barge_in(decision)
-
-    def _start_decode(self, request: DecodeRequest) -> None:
-        assert self._group is not None
-        log.debug("agent.decode_started", request_id=request.request_id, final=request.final)
-        self._decodes[request.request_id] = self._group.create_task(self._decode(request))
-
-    async def _decode(self, request: DecodeRequest) -> None:
-        text = ""
-        try:
-            async with self._asr_lock:  # one decode per call at a time; stale ones drop while waiting
-                result = await self._asr.transcribe(
-                    request.audio, self._leg.sample_rate_hz, language=self._language
-                )
-            text = result.text.strip()
-            if likely_hallucination(text, result.no_speech_prob):
-                log.info("agent.asr_hallucination_dropped", words=len(text.split()))
-                text = ""
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a failed decode is an empty turn, never a dead call
-            log.warning("agent.asr_failed", error=type(exc).__name__)
-        finally:
-            self._decodes.pop(request.request_id, None)
-        now = self.clock()
-        log.debug("agent.decoded", request_id=request.request_id, final=request.final,
-                  decode_ms=round(1000 * (now - request.audio_end_s)))  # fmt: skip
-        if self._speaker.speaking or self._during_playback:
-            for decision in self._barge_in.on_transcript(text, now):
-                self._on_barge_in(decision)
-        for event in self._listener.on_transcript(request.request_id, text, now):
-            self._on_listener_event(event, now)
-        self._settle_resume(text)
-
-    def _on_transcript(self, event: TurnTranscript) -> None:
-        ended = self._turns.pop(event.request_id, None)
-        if ended is None:
-            return
-        text = event.text.strip()
-        log.info("agent.turn_heard", reused=event.reused, during_playback=self._during_playback,
-                 interrupted=self._interrupted, words=len(text.split()), text=text,
-                 endpoint_ms=round(1000 * (ended.now_s - ended.end_s)),
-                 transcript_ms=round(1000 * (event.now_s - ended.end_s)))  # fmt: skip
-        if self._during_playback:
-            for decision in self._barge_in.on_transcript(text, event.now_s):
-                self._on_barge_in(decision)
-            kind = classify_burst(text, self._barge_in.backchannel_words)
-            if not self._interrupted and kind is not TranscriptKind.WORDS:
-                self.dropped_turns += 1  # a backchannel or noise while the agent spoke
-                log.info("agent.backchannel_ignored", words=len(text.split()))
-                return
-        if not any(ch.isalnum() for ch in text):
-            self.dropped_turns += 1
-            return
-        latency = TurnLatency(ended.end_s)
-        latency.mark("endpoint", ended.now_s)
-        latency.mark("transcript", event.now_s)
-        self._during_playback = False
-        self._timers.caller_finished(event.now_s)
-        self._timers_changed.set()
-        self._submit(CallerTurn(text, latency, ended.onset_s, ended.end_s))
-
-    def _on_barge_in(self, decision: BargeInDecision) -> None:
-        action = decision.action
-        if action is BargeInAction.PAUSE:
-            self._speaker.pause()
-        elif action is BargeInAction.RESUME:
-            self._speaker.resume()
-        elif action is BargeInAction.INTERRUPT:
-            self._interrupt(decision)
-        elif action is BargeInAction.RESUME_CUT and self._cut_unsaid:
-            if decision.reason == "confirm_timeout" and (self._decodes or self._turns):
-                self._resume_pending = True  # slow ASR is not silence: let the words decide
-            else:
-                self._resume_cut()
-
-    def _resume_cut(self) -> None:
-        """The interruption was noise: say the cut sentence again."""
-        self._resume_pending = False
-        if self._cut_unsaid:
-            log.info("agent.resume_cut")
-            self._submit(Prompt("resume_cut", self._cut_unsaid))
-            self._cut_unsaid = ()
-
-    def _settle_resume(self, text: str) -> None:
-        """A deferred RESUME_CUT: words mean the caller took the floor; no words (and nothing left to
-        decode) mean it was noise after all."""
-        if not self._resume_pending:
-            return
-        if classify_burst(text, self._barge_in.backchannel_words) is TranscriptKind.WORDS:
-            self._resume_pending = False
-            self._cut_unsaid = ()
-        elif not self._decodes and not self._turns:
-            self._resume_cut()
-
-    def _interrupt(self, decision: BargeInDecision) -> None:
-        self._interrupted = True
-        self.interruptions += 1
-        cuts = self._speaker.interrupt()
-        log.info("agent.barge_in", reason=decision.reason, cut=len(cuts))
-        if cuts:
-            self._cut_unsaid = cuts[-1].unsaid
+    def _cancel_current(self) -> None:
+        """Barge-in: stop the item being said (its task records what was heard)."""
         if self._current is not None:
             self._current.cancel()
-        self._barge_in.agent_finished(decision.now_s)
-
-    # --- answering ----------------------------------------------------------------------------------
 
     def _submit(self, item: WorkItem) -> None:
         try:

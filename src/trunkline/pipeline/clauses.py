@@ -2,10 +2,12 @@
 
 A clause ends at a sentence end (`.`, `!`, `?`, `…`, optionally followed by closing quotes/brackets) once
 whitespace follows it, at a line break, or at `,` `;` `:` `—` followed by whitespace once the clause has
-`min_soft_words` words. Dots that do not end a sentence are kept inside the clause: titles ("Dr. Smith"),
-single initials ("J. Smith"), numbers ("10.30", "$4.50") and dotted abbreviations ("a.m.", "e.g.") unless the
-next word starts with a capital letter. Splits happen only at whitespace (or, for a run of `max_chars`
-characters without any, inside it), so the clauses joined with spaces are the input modulo whitespace.
+`min_soft_words` words (`first_min_soft_words` for the first clause of a reply: a short first clause such as
+"Sure," reaches TTS, and so the caller, sooner while the rest is synthesized behind it). Dots that do not
+end a sentence are kept inside the clause: titles ("Dr. Smith"), single initials ("J. Smith"), numbers
+("10.30", "$4.50") and dotted abbreviations ("a.m.", "e.g.") unless the next word starts with a capital
+letter. Splits happen only at whitespace (or, for a run of `max_chars` characters without any, inside it),
+so the clauses joined with spaces are the input modulo whitespace.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ _INITIALISM = re.compile(r"^(?:[A-Za-z]\.)+[A-Za-z]$")  # "a.m", "e.g", "U.S" (f
 _INITIAL = re.compile(r"^[A-Z]$")
 
 DEFAULT_MIN_SOFT_WORDS = 4
+FAST_FIRST_SOFT_WORDS = 1  # what the turn runner and the intents policy use for a reply's first clause
 DEFAULT_MAX_WORDS = 40
 DEFAULT_MAX_CHARS = 400
 
@@ -31,7 +34,8 @@ class ClauseSplitter:
     """Incremental splitter: `push()` each token as it arrives, `flush()` at the end of the reply.
     Plain synchronous code over strings; one instance per reply (or `reset()` between replies)."""
 
-    __slots__ = ("_buf", "_checked", "max_chars", "max_words", "min_soft_words")
+    __slots__ = ("_buf", "_checked", "_emitted", "first_min_soft_words", "max_chars", "max_words",
+                 "min_soft_words")  # fmt: skip
 
     def __init__(
         self,
@@ -39,14 +43,18 @@ class ClauseSplitter:
         min_soft_words: int = DEFAULT_MIN_SOFT_WORDS,
         max_words: int = DEFAULT_MAX_WORDS,
         max_chars: int = DEFAULT_MAX_CHARS,
+        first_min_soft_words: int | None = None,
     ) -> None:
-        if min_soft_words < 1 or max_words < 1 or max_chars < 1:
+        first = min_soft_words if first_min_soft_words is None else first_min_soft_words
+        if min(min_soft_words, max_words, max_chars, first) < 1:
             raise ValueError("clause limits must be positive")
         self.min_soft_words = min_soft_words
+        self.first_min_soft_words = first
         self.max_words = max_words
         self.max_chars = max_chars
         self._buf = ""
         self._checked = 0  # buffer positions before this one are known not to be boundaries
+        self._emitted = False  # a clause of this reply has gone out (the first-clause rule is spent)
 
     @property
     def pending(self) -> str:
@@ -75,9 +83,10 @@ class ClauseSplitter:
         return out
 
     def reset(self) -> None:
-        """Drop pending text (barge-in) and start afresh."""
+        """Drop pending text (barge-in) and start afresh (the next clause is a first clause again)."""
         self._buf = ""
         self._checked = 0
+        self._emitted = False
 
     def _emit(self, cut: int, out: list[str]) -> None:
         clause = self._buf[:cut].strip()
@@ -85,6 +94,7 @@ class ClauseSplitter:
         self._checked = 0
         if clause:
             out.append(clause)
+            self._emitted = True
 
     def _find_boundary(self) -> int | None:
         """Index of the first whitespace that ends a clause, or None if none is decidable yet."""
@@ -121,7 +131,7 @@ class ClauseSplitter:
         core = word.rstrip("".join(CLOSERS)) or word
         last = core[-1]
         if last in SOFT_ENDS:
-            return words >= self.min_soft_words
+            return words >= (self.min_soft_words if self._emitted else self.first_min_soft_words)
         if last not in SENTENCE_ENDS:
             return False
         if last != "." or core.endswith(".."):

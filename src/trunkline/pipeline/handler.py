@@ -22,7 +22,7 @@ import structlog
 
 from trunkline.config.model import Config
 from trunkline.logs import get_logger
-from trunkline.pipeline.agent import HOLD_LINE, Agent, CallActions, CallerTurn
+from trunkline.pipeline.agent import HOLD_LINE, Agent
 from trunkline.pipeline.asr import LocalWhisper, OpenAITranscriber, SpeechRecognizer
 from trunkline.pipeline.conversation import CatalogTools, Conversation
 from trunkline.pipeline.llm import LlmTurnRunner, TurnLimits, make_openai_client
@@ -30,6 +30,7 @@ from trunkline.pipeline.models import BoundedPool
 from trunkline.pipeline.policy import IntentsPolicy, LlmPolicy, ReplyPolicy, TokensUsed, ToolUsed
 from trunkline.pipeline.speaker import Playback, Speaker
 from trunkline.pipeline.tts import LocalPiper, OpenAISpeech, PromptCache, SpeechSynthesizer
+from trunkline.pipeline.work import CallActions, CallerTurn
 from trunkline.store import CallStore, ToolCallRecord, ToolStatus, TurnRecord, UsageRecord
 from trunkline.store import Speaker as Who
 from trunkline.tenants.intents import render_template
@@ -160,7 +161,11 @@ class AgentCallControl:
 
 
 class AgentCalls:
-    """The `on_call` handler: one agent per answered call."""
+    """The `on_call` handler: one agent per answered call.
+
+    ASR and TTS have separate pools, so a reply's synthesis never queues behind a decode (a stale
+    speculative one included); each model already uses both cores for one job, so one ASR worker is
+    enough, and two TTS workers let a second call's reply start while the first one's clause is made."""
 
     def __init__(
         self, tenants: TenantRegistry, store: CallStore, *, asr_workers: int = 1, tts_workers: int = 2
@@ -169,7 +174,8 @@ class AgentCalls:
         self._store = store
         self.asr_pool = BoundedPool("asr", asr_workers, 8)
         self.tts_pool = BoundedPool("tts", tts_workers, 16)
-        self.whisper = LocalWhisper(self.asr_pool, cpu_threads=2, fitted_window=True)
+        # word timings let the endpointer spot words the decode dropped ("bathroom and" -> "bathroom.")
+        self.whisper = LocalWhisper(self.asr_pool, cpu_threads=2, fitted_window=True, word_timestamps=True)
         self.prompts = PromptCache(256)
         self._catalogs: dict[int, tuple[TenantConfig, ToolCatalog]] = {}
         self._openai_clients: dict[tuple[str, str | None], Any] = {}

@@ -1,11 +1,12 @@
 """The turn runner: one caller turn against any OpenAI-compatible chat endpoint, streamed, with tools.
 
 `LlmTurnRunner.run(conversation)` streams a chat completion through the `openai` AsyncOpenAI client and
-yields events as tokens arrive: text deltas, speakable clauses (for TTS), tool calls and their results
-(tools run through an injected `ToolInvoker`, results go back to the model, which continues; rounds are
-bounded), token usage, and a final `TurnDone`. A slow first token, a stalled stream or an HTTP/connection
-error raises `LlmUnavailable` within the configured budget, so the caller can hear a fallback line at once.
-Consume it inside `contextlib.aclosing(...)`: closing it early (barge-in) records what was said so far.
+yields events as tokens arrive: the first token's time, text deltas, speakable clauses (for TTS; the first
+one cut short at its first comma), tool calls and their results (tools run through an injected
+`ToolInvoker`, results go back to the model, which continues; rounds are bounded), token usage, and a final
+`TurnDone`. A slow first token, a stalled stream or an HTTP/connection error raises `LlmUnavailable` within
+the configured budget, so the caller can hear a fallback line at once. Consume it inside
+`contextlib.aclosing(...)`: closing it early (barge-in) records what was said so far.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from trunkline.logs import get_logger
-from trunkline.pipeline.clauses import ClauseSplitter
+from trunkline.pipeline.clauses import DEFAULT_MIN_SOFT_WORDS, FAST_FIRST_SOFT_WORDS, ClauseSplitter
 from trunkline.pipeline.conversation import Conversation, ToolInvoker
 from trunkline.tools.catalog import DEFAULT_FALLBACK, ERROR, ToolResult
 
@@ -36,6 +37,13 @@ class LlmUnavailable(RuntimeError):
         self.reason = reason
         self.retryable = retryable
         self.spoken = spoken
+
+
+@dataclass(frozen=True, slots=True)
+class FirstToken:
+    """The model's first text or tool-call delta of the turn arrived (loop time `at_s`), once per turn."""
+
+    at_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +95,7 @@ class TurnDone:
     finish_reason: str | None
 
 
-TurnEvent = TextDelta | Clause | ToolCallRequest | ToolCallResult | Usage | TurnDone
+TurnEvent = FirstToken | TextDelta | Clause | ToolCallRequest | ToolCallResult | Usage | TurnDone
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,13 +161,15 @@ class LlmTurnRunner:
         model: str,
         limits: TurnLimits | None = None,
         tools: ToolInvoker | None = None,
-        min_soft_words: int = 4,
+        min_soft_words: int = DEFAULT_MIN_SOFT_WORDS,
+        first_min_soft_words: int = FAST_FIRST_SOFT_WORDS,
     ) -> None:
         self._client = client
         self._model = model
         self._limits = limits or TurnLimits()
         self._tools = tools
         self._min_soft_words = min_soft_words
+        self._first_min_soft_words = first_min_soft_words
 
     async def run(self, conversation: Conversation) -> AsyncGenerator[TurnEvent, None]:
         """One turn: the conversation must end with the caller's new message. Appends the reply, tool calls
@@ -196,7 +206,9 @@ class LlmTurnRunner:
     ) -> AsyncGenerator[TurnEvent, None]:
         """One streamed request. Records the assistant message when it ends, however it ends."""
         loop = asyncio.get_running_loop()
-        splitter = ClauseSplitter(min_soft_words=self._min_soft_words)
+        splitter = ClauseSplitter(
+            min_soft_words=self._min_soft_words, first_min_soft_words=self._first_min_soft_words
+        )
         text: list[str] = []
         pending: dict[int, _PendingCall] = {}
         completed = False
@@ -209,14 +221,13 @@ class LlmTurnRunner:
                 chunk = await self._within(anext(stream, None), turn, round_started, got_token)
                 if chunk is None:
                     break
-                for event in self._chunk_events(chunk, turn, round_no, splitter, text, pending):
-                    if isinstance(event, TextDelta | Clause):
-                        got_token = True
-                    yield event
-                if pending and not got_token:
-                    got_token = True
+                events = self._chunk_events(chunk, turn, round_no, splitter, text, pending)
+                got_token = got_token or bool(pending) or any(isinstance(e, TextDelta) for e in events)
                 if got_token and turn.first_token_at is None:
                     turn.first_token_at = loop.time()
+                    yield FirstToken(turn.first_token_at)
+                for event in events:
+                    yield event
             for clause in splitter.flush():
                 yield self._clause(turn, clause)
             completed = True

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from trunkline.logs import get_logger
-from trunkline.pipeline.clauses import split_clauses
+from trunkline.pipeline.clauses import FAST_FIRST_SOFT_WORDS, split_clauses
 from trunkline.pipeline.conversation import CatalogTools, Conversation
 from trunkline.pipeline.llm import (
     Clause,
+    FirstToken,
     LlmTurnRunner,
     LlmUnavailable,
-    TextDelta,
     ToolCallRequest,
     ToolCallResult,
     TurnDone,
@@ -88,6 +88,11 @@ def _now() -> float:
     return asyncio.get_running_loop().time()
 
 
+def _clauses(text: str) -> list[str]:
+    """A reply's clauses for TTS; the first one ends at its first comma so the caller hears it sooner."""
+    return split_clauses(text, first_min_soft_words=FAST_FIRST_SOFT_WORDS)
+
+
 @dataclass(slots=True)
 class _Pending:
     intent: Intent
@@ -118,7 +123,7 @@ class IntentsPolicy:
         yield Decided(_now())
         if found is None:
             log.info("policy.intent_unmatched")
-            for clause in split_clauses(tenant.policy.fallback_reply):
+            for clause in _clauses(tenant.policy.fallback_reply):
                 yield SayClause(clause)
             return
         intent, slots = found
@@ -128,11 +133,11 @@ class IntentsPolicy:
         if missing:
             self._pending = _Pending(intent, slots)
             ask = intent.ask.get(missing[0]) or f"Could you tell me the {missing[0]}?"
-            for clause in split_clauses(render_template(ask, values)):
+            for clause in _clauses(render_template(ask, values)):
                 yield SayClause(clause)
             return
         self._pending = None
-        reply = split_clauses(render_template(intent.reply, values)) if intent.reply else []
+        reply = _clauses(render_template(intent.reply, values)) if intent.reply else []
         tool = intent.tool if intent.tool and self._has_tool(intent.tool.name) else None
         if tool is None or tool.name in BUILTIN_AFTER_SPEECH:
             for clause in reply:
@@ -221,10 +226,10 @@ class LlmPolicy:
             events = self._runner.run(self.conversation)
             async with contextlib.aclosing(events):
                 async for event in events:
-                    if not decided and isinstance(event, TextDelta | ToolCallRequest):
+                    if isinstance(event, FirstToken):
                         decided = True
-                        yield Decided(_now())
-                    if isinstance(event, Clause):
+                        yield Decided(event.at_s)
+                    elif isinstance(event, Clause):
                         yield SayClause(event.text)
                     elif isinstance(event, ToolCallRequest):
                         arguments[event.call_id] = event.arguments_json

@@ -33,6 +33,11 @@ DEFAULT_BACKCHANNELS = frozenset(
         "true", "exactly", "indeed", "mmm", "mhmm", "mm-hmm-hmm", "thanks", "thank you",
     }
 )  # fmt: skip
+# Short words that do interrupt on their own; any other lone word of three letters or fewer from a short burst
+# is what a tiny ASR model makes of a backchannel or a noise ("Oh." -> "of", "I see." -> "i", a cough -> "L.").
+SHORT_INTERRUPTIONS = frozenset(
+    {"no", "nah", "nope", "hey", "hi", "wait", "what", "why", "how", "who", "huh", "but", "bye", "stop"}
+)
 _TOKEN = re.compile(r"[a-z0-9']+(?:[-.][a-z0-9']+)*")
 
 
@@ -43,10 +48,13 @@ class TranscriptKind(Enum):
 
 
 def classify_burst(text: str, backchannels: frozenset[str] = DEFAULT_BACKCHANNELS) -> TranscriptKind:
-    """Is this transcript empty, only backchannels ("Yeah, yeah. Okay."), or real words?"""
+    """Is this transcript empty, only backchannels ("Yeah, yeah. Okay."), or real words? A lone short word
+    that is not a known interruption ("no", "wait", ...) counts as a misheard backchannel."""
     tokens = _TOKEN.findall(text.lower().replace("’", "'"))
     if not tokens:
         return TranscriptKind.EMPTY
+    if len(tokens) == 1 and len(tokens[0]) <= 3 and tokens[0] not in SHORT_INTERRUPTIONS | backchannels:
+        return TranscriptKind.BACKCHANNEL
     i = 0
     while i < len(tokens):
         if i + 1 < len(tokens) and f"{tokens[i]} {tokens[i + 1]}" in backchannels:

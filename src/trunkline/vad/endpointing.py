@@ -74,7 +74,18 @@ class EndpointConfig:
     max_turn_ms: int = 30_000
     # complete-looking text whose last word the ASR is less sure of counts as UNKNOWN (tiny ASR models
     # "finish" a cut-off phrase: "declined and" → "declined in.")
-    min_complete_confidence: float = 0.6
+    min_complete_confidence: float = 0.5
+    # evidence-scaled hangover: complete-looking text gets the short hangover only when its last word is
+    # at least `sure_complete_confidence` likely (when the ASR gives a probability) and it has at least
+    # `min_complete_words` words; otherwise `doubtful_complete_hangover_ms` ("I'd like to book a table
+    # for it." at 0.45-0.9 before "two people")
+    sure_complete_confidence: float = 0.9
+    min_complete_words: int = 1
+    doubtful_complete_hangover_ms: int = 450
+    # complete-looking text whose last word ends this long before the speech did counts as UNKNOWN: the
+    # ASR dropped the trailing speech ("We have a leak in the bathroom and" → "... bathroom."); None
+    # disables. Defaults chosen on bench/endpointing.py's tuning set only (see its docstring).
+    max_untranscribed_ms: int | None = 150
     continuation_words: frozenset[str] = CONTINUATION_WORDS
 
     def hangover_ms(self, completeness: Completeness) -> int:
@@ -104,6 +115,7 @@ class Endpointer:
         self._onset_s: float | None = None
         self._silence_start_s: float | None = None
         self._completeness = Completeness.UNKNOWN
+        self._hangover_ms = self.config.unknown_hangover_ms
 
     @property
     def in_turn(self) -> bool:
@@ -113,45 +125,67 @@ class Endpointer:
     def completeness(self) -> Completeness:
         return self._completeness
 
+    @property
+    def hangover_ms(self) -> int:
+        """The hangover the current silence gets, given the text known for it."""
+        return self._hangover_ms
+
     def speech_started(self, onset_s: float) -> None:
         self._onset_s = onset_s
         self._silence_start_s = None
-        self._completeness = Completeness.UNKNOWN
+        self._set(Completeness.UNKNOWN)
 
     def silence_started(self, silence_start_s: float) -> None:
         if self._onset_s is not None:
             self._silence_start_s = silence_start_s
-            self._completeness = Completeness.UNKNOWN
+            self._set(Completeness.UNKNOWN)
 
     def speech_resumed(self) -> None:
         self._silence_start_s = None
-        self._completeness = Completeness.UNKNOWN
+        self._set(Completeness.UNKNOWN)
 
-    def set_text(self, text: str | None, last_word_confidence: float | None = None) -> None:
+    def _set(self, completeness: Completeness, hangover_ms: int | None = None) -> None:
+        self._completeness = completeness
+        self._hangover_ms = self.config.hangover_ms(completeness) if hangover_ms is None else hangover_ms
+
+    def set_text(
+        self,
+        text: str | None,
+        last_word_confidence: float | None = None,
+        untranscribed_s: float | None = None,
+    ) -> None:
         """Text decoded from the audio up to the current silence (ignored while the caller speaks), with the
-        ASR's probability for its last word when it has one."""
+        ASR's probability for its last word and the speech after that word's end, when it has them."""
         if self._silence_start_s is None:
             return
-        completeness = classify_text(text, self.config.continuation_words)
-        if (
-            completeness is Completeness.COMPLETE
-            and last_word_confidence is not None
-            and last_word_confidence < self.config.min_complete_confidence
+        cfg = self.config
+        completeness = classify_text(text, cfg.continuation_words)
+        if completeness is not Completeness.COMPLETE:
+            self._set(completeness)
+        elif (last_word_confidence is not None and last_word_confidence < cfg.min_complete_confidence) or (
+            untranscribed_s is not None
+            and cfg.max_untranscribed_ms is not None
+            and untranscribed_s * 1000 > cfg.max_untranscribed_ms
         ):
-            completeness = Completeness.UNKNOWN
-        self._completeness = completeness
+            self._set(Completeness.UNKNOWN)
+        elif (last_word_confidence is not None and last_word_confidence < cfg.sure_complete_confidence) or (
+            len(_WORD.findall((text or "").lower())) < cfg.min_complete_words
+        ):
+            self._set(completeness, max(cfg.complete_hangover_ms, cfg.doubtful_complete_hangover_ms))
+        else:
+            self._set(completeness)
 
     def reset(self) -> None:
         self._onset_s = None
         self._silence_start_s = None
-        self._completeness = Completeness.UNKNOWN
+        self._set(Completeness.UNKNOWN)
 
     def next_deadline(self) -> float | None:
         if self._onset_s is None:
             return None
         deadline = self._onset_s + self.config.max_turn_ms / 1000
         if self._silence_start_s is not None:
-            hangover = self.config.hangover_ms(self._completeness) / 1000
+            hangover = self._hangover_ms / 1000
             deadline = min(deadline, self._silence_start_s + hangover)
         return deadline
 
@@ -174,6 +208,7 @@ class DecodeRequest:
     audio: np.ndarray
     audio_end_s: float
     final: bool  # False: speculative (started at a silence); True: the turn's own decode
+    trailing_silence_s: float = 0.0  # silence at the end of `audio` (after the last speech frame)
 
 
 class FinalAction(Enum):
@@ -210,11 +245,14 @@ class SpeculativeDecode:
         self._text: str | None = None
         self._has_text = False
         self._awaited: set[int] = set()
+        self._trailing_s = 0.0
         self.stats = SpeculativeStats()
 
     def silence_started(self, event: SilenceStarted) -> DecodeRequest:
-        request = self._new_request(event.audio, event.silence_start_s, final=False)
+        trailing = max(0.0, event.now_s - event.silence_start_s)
+        request = self._new_request(event.audio, event.silence_start_s, final=False, trailing_s=trailing)
         self._current, self._text, self._has_text = request.request_id, None, False
+        self._trailing_s = trailing
         self.stats.started += 1
         return request
 
@@ -229,6 +267,10 @@ class SpeculativeDecode:
             return None
         self.stats.cancelled += 1
         return current
+
+    def trailing_silence_s(self, request_id: int) -> float | None:
+        """Silence at the end of the current speculative request's audio (None if `request_id` is stale)."""
+        return self._trailing_s if request_id == self._current else None
 
     def result(self, request_id: int, text: str) -> bool:
         """Record a speculative result; True when it is still current (the endpointer may use it)."""
@@ -260,7 +302,9 @@ class SpeculativeDecode:
         self._awaited.add(request.request_id)
         return FinalDecode(FinalAction.DECODE, request=request, request_id=request.request_id)
 
-    def _new_request(self, audio: np.ndarray, audio_end_s: float, *, final: bool) -> DecodeRequest:
-        request = DecodeRequest(self._next_id, audio, audio_end_s, final)
+    def _new_request(
+        self, audio: np.ndarray, audio_end_s: float, *, final: bool, trailing_s: float = 0.0
+    ) -> DecodeRequest:
+        request = DecodeRequest(self._next_id, audio, audio_end_s, final, trailing_s)
         self._next_id += 1
         return request

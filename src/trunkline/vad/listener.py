@@ -84,12 +84,23 @@ class TurnListener:
         return events
 
     def on_transcript(
-        self, request_id: int, text: str, now: float, last_word_confidence: float | None = None
+        self,
+        request_id: int,
+        text: str,
+        now: float,
+        last_word_confidence: float | None = None,
+        after_last_word_s: float | None = None,
     ) -> list[ListenerEvent]:
-        """An ASR result arrived for `request_id` (speculative or final)."""
+        """An ASR result arrived for `request_id` (speculative or final). With word timings, pass the last
+        word's probability and `after_last_word_s` = the request audio's duration minus the last word's end:
+        speech the ASR did not turn into words keeps a complete-looking text from ending the turn early."""
         events: list[ListenerEvent] = []
+        trailing = self.speculative.trailing_silence_s(request_id)
         if self.speculative.result(request_id, text):
-            self.endpointer.set_text(text, last_word_confidence)
+            untranscribed = None
+            if after_last_word_s is not None and trailing is not None:
+                untranscribed = max(0.0, after_last_word_s - trailing)
+            self.endpointer.set_text(text, last_word_confidence, untranscribed)
             events.extend(self.poll(now))
         elif self.speculative.is_final(request_id):
             events.append(TurnTranscript(request_id, text, False, now))
