@@ -5,11 +5,12 @@ joined with seeded pauses of 300-700 ms after words that need a continuation ("f
 then 8 kHz, a -60 dBFS noise floor and a G.711 µ-law round trip. A chunk the caller pauses after mid-sentence
 is spoken with a trailing comma (continuing intonation, as a person pausing mid-sentence has); the
 `sentence_final_prosody` rows speak it as its own sentence (falling, sentence-final contour: harder, since
-both whisper and a listener then hear a finished sentence). Each runs through WebRtcVad + SpeechSegmenter
-+ Endpointer (trunkline.vad.TurnListener). The endpointer's text comes from speculative decodes by the agent's
-ASR (LocalWhisper, fitted window, word timings: last-word probability and speech after the last word) and
-the agent's hallucination filter, delivered `latency` ms after each request; or never (the no-text rule);
-"asr_latency_measured" uses the median decode time measured when the cache was filled (under load).
+both whisper and a listener then hear a finished sentence). Each runs through WebRtcVad + the agent's own
+segmenter (trunkline.vad.listener.agent_segmenter) + Endpointer (trunkline.vad.TurnListener). The endpointer's
+text comes from speculative decodes by the agent's ASR (LocalWhisper, fitted window, word timings: last-word
+probability and speech after the last word) and the agent's hallucination filter, delivered `latency` ms after
+each request; or never (the no-text rule); "asr_latency_measured" uses the median decode time measured when
+the cache was filled (under load).
 * endpoint delay = decision time − true end of speech (last chunk's last sample); p50/p95 over turns not cut.
 * early % = turns whose first end-of-turn decision came before the true end of speech.
 Anti-overfitting: two disjoint sets. TUNING = UTTERANCES (34, seed 4242): studied turn by turn and used to
@@ -17,9 +18,11 @@ choose every EndpointConfig default. HELD_OUT = HELD_OUT (32 new texts, seed 919
 result on them was seen): never used to choose anything; the headline endpoint_* numbers are held-out,
 continuing prosody, 150 ms ASR latency, default EndpointConfig. Tuning-set numbers are reported beside them.
 Barge-in: backchannels ("uh-huh", "yeah", ...) and noise bursts vs real interruptions, spoken while the agent
-talks, through the same VAD/segmenter and BargeInPolicy (transcripts 150 ms after each request). False stop %
-= backchannels/noise that INTERRUPTed; onset → stop = true speech onset → first PAUSE/INTERRUPT decision (the
-leg stops sending on the next 20 ms tick after it); paused % = backchannels/noise that held playout briefly.
+talks, through the same VAD/segmenter and BargeInPolicy (transcripts 150 ms after each request). NOT held out:
+the rule that a lone short misheard word ("of" for "Oh.") is a backchannel was added after seeing this set.
+False stop % = backchannels/noise that INTERRUPTed; onset → stop = true speech onset → first PAUSE/INTERRUPT
+decision (the leg stops sending on the next 20 ms tick after it); paused % = backchannels/noise that held
+playout briefly.
 Audio and transcripts (with decode times) are cached in bench/.cache/endpointing/; a cold run synthesizes
 ~250 clips and runs ~800 decodes (~15 min on a loaded box); from the cache: full ~10 s, quick ~3 s.
 Run: python -m bench.endpointing [--quick]   (prints JSON)
@@ -43,13 +46,12 @@ import soxr
 from trunkline.codecs.g711 import ulaw_decode, ulaw_encode
 from trunkline.vad.bargein import BargeInAction, BargeInPolicy
 from trunkline.vad.endpointing import DecodeRequest, EndpointConfig, Endpointer
-from trunkline.vad.listener import TurnEnded, TurnListener
+from trunkline.vad.listener import TurnEnded, TurnListener, agent_segmenter
 from trunkline.vad.segmenter import (
     SilenceStarted,
     SpeechContinuing,
     SpeechEnded,
     SpeechResumed,
-    SpeechSegmenter,
     SpeechStarted,
 )
 from trunkline.vad.vad import WebRtcVad
@@ -330,7 +332,7 @@ def endpoint_run(utterances: list[Any], asr: Any, latency_s: float, config: Endp
             requests += sum(isinstance(e, DecodeRequest) for e in events)
             decided.extend(now for e in events if isinstance(e, TurnEnded))
 
-        listener = TurnListener(SpeechSegmenter(stop_frames=2, pre_roll_ms=300), Endpointer(config))
+        listener = TurnListener(agent_segmenter(), Endpointer(config))
         replay(audio, listener, asr, latency_s, collect, until=decided.__len__)
         if not decided:
             unended += 1
@@ -378,7 +380,7 @@ def bargein_one(audio: np.ndarray, models: Models, latency_s: float, policy: Bar
                 decided += policy.on_segment(ev)
         decisions.extend((d.action, d.now_s) for d in decided)
 
-    listener = TurnListener(SpeechSegmenter(stop_frames=2, pre_roll_ms=300), Endpointer())
+    listener = TurnListener(agent_segmenter(), Endpointer())
     replay(audio, listener, lambda r: models.transcribe(r.audio), latency_s, feed)
     return decisions
 

@@ -209,6 +209,7 @@ async def test_demo_tenant_books_with_intents(fresh: Env) -> None:
     (caller,) = outcome.said_by(Speaker.CALLER)
     assert {"book", "cleaning", "tuesday"} <= words(caller.text), caller
     reply = next(t for t in outcome.said_by(Speaker.AGENT) if "noted" in t.text)
+    assert "at 10 AM" in reply.text  # the tool got "10:00"; the caller hears it the way people say it
     assert list(reply.latency_ms) == [
         "endpoint",
         "transcript",

@@ -19,7 +19,7 @@ from trunkline.tenants.changes import (
 )
 from trunkline.tenants.intents import TemplateError, render_template, template_names
 from trunkline.tenants.loader import LoadContext, TenantFileInvalid, load_tenant
-from trunkline.tenants.matcher import extract_slot, extract_time, match_intent
+from trunkline.tenants.matcher import extract_slot, extract_time, match_intent, spoken_slots, spoken_time
 from trunkline.tenants.model import SlotDef, TenantConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -386,6 +386,27 @@ def test_demo_intents_match_typical_phrases(phrase: str, intent: str | None, slo
 )
 def test_extract_time(said: str, expected: str | None) -> None:
     assert extract_time(said) == expected
+
+
+@pytest.mark.parametrize(
+    ("hhmm", "spoken"),
+    [("10:00", "10 AM"), ("15:30", "3:30 PM"), ("12:00", "noon"), ("00:00", "midnight"),
+     ("12:15", "12:15 PM"), ("00:05", "12:05 AM"), ("09:07", "9:07 AM"),
+     ("24:00", "24:00"), ("soon", "soon")],
+)  # fmt: skip
+def test_times_are_spoken_as_people_say_them(hhmm: str, spoken: str) -> None:
+    assert spoken_time(hhmm) == spoken
+
+
+@given(st.integers(0, 23), st.integers(0, 59))
+def test_every_extracted_time_reads_back_to_itself(hour: int, minute: int) -> None:
+    hhmm = f"{hour:02d}:{minute:02d}"
+    assert extract_time(spoken_time(hhmm).replace("noon", "12 pm").replace("midnight", "12 am")) == hhmm
+
+
+def test_only_time_slots_are_respoken() -> None:
+    defs = {"time": SlotDef("time", "time"), "ref": SlotDef("ref", "pattern", pattern=r"\d\d:\d\d")}
+    assert spoken_slots({"time": "14:00", "ref": "14:00"}, defs) == {"time": "2 PM", "ref": "14:00"}
 
 
 def test_extract_number_choice_and_pattern_slots() -> None:

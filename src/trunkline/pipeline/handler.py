@@ -39,8 +39,7 @@ from trunkline.tenants.registry import TenantRegistry
 from trunkline.tools.catalog import ToolBudget, ToolCatalog, ToolContext
 from trunkline.tools.factory import base_catalog, build_catalog
 from trunkline.vad.bargein import BargeInPolicy
-from trunkline.vad.listener import TurnListener
-from trunkline.vad.segmenter import SpeechSegmenter
+from trunkline.vad.listener import TurnListener, agent_segmenter
 from trunkline.vad.turns import CallTimers, CallTimersConfig
 from trunkline.vad.vad import WebRtcVad
 
@@ -290,7 +289,7 @@ class AgentCalls:
         agent = Agent(
             leg,
             vad=WebRtcVad(leg.sample_rate_hz, aggressiveness=2, frame_ms=20),
-            listener=TurnListener(SpeechSegmenter(stop_frames=4)),
+            listener=TurnListener(agent_segmenter()),
             barge_in=BargeInPolicy(),
             timers=CallTimers(timers_config(tenant)),
             asr=self._asr(tenant),

@@ -26,7 +26,7 @@ from trunkline.pipeline.llm import (
     TurnDone,
 )
 from trunkline.tenants.intents import render_template
-from trunkline.tenants.matcher import extract_slots, match_intent
+from trunkline.tenants.matcher import extract_slots, match_intent, spoken_slots
 from trunkline.tenants.model import Intent, TenantConfig
 from trunkline.tools.catalog import ToolCatalog, ToolContext, ToolResult
 
@@ -128,16 +128,17 @@ class IntentsPolicy:
             return
         intent, slots = found
         values = {**tenant.template_fields(), **slots}
+        spoken = {**tenant.template_fields(), **spoken_slots(slots, tenant.slots)}
         missing = [s for s in intent.slots if s not in slots]
         log.info("policy.intent_matched", intent=intent.name, missing=len(missing))
         if missing:
             self._pending = _Pending(intent, slots)
             ask = intent.ask.get(missing[0]) or f"Could you tell me the {missing[0]}?"
-            for clause in _clauses(render_template(ask, values)):
+            for clause in _clauses(render_template(ask, spoken)):
                 yield SayClause(clause)
             return
         self._pending = None
-        reply = _clauses(render_template(intent.reply, values)) if intent.reply else []
+        reply = _clauses(render_template(intent.reply, spoken)) if intent.reply else []
         tool = intent.tool if intent.tool and self._has_tool(intent.tool.name) else None
         if tool is None or tool.name in BUILTIN_AFTER_SPEECH:
             for clause in reply:

@@ -71,6 +71,29 @@ def extract_time(text: str) -> str | None:
     return None
 
 
+def spoken_time(hhmm: str) -> str:
+    """'10:00' → '10 AM', '15:30' → '3:30 PM', '12:00' → 'noon': how a person says it (and how TTS reads it
+    naturally; "10:00" comes out as "ten hundred"). Anything else is returned unchanged."""
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", hhmm)
+    if m is None:
+        return hhmm
+    hour, minute = int(m[1]), int(m[2])
+    if hour > 23 or minute > 59:
+        return hhmm
+    if minute == 0 and hour in (0, 12):
+        return "midnight" if hour == 0 else "noon"
+    clock = f"{hour % 12 or 12}" + (f":{minute:02d}" if minute else "")
+    return f"{clock} {'PM' if hour >= 12 else 'AM'}"
+
+
+def spoken_slots(slots: Mapping[str, str], defs: Mapping[str, SlotDef]) -> dict[str, str]:
+    """Slot values as the agent says them in a reply (tool arguments keep the normalised values)."""
+    return {
+        name: spoken_time(value) if name in defs and defs[name].type == "time" else value
+        for name, value in slots.items()
+    }
+
+
 def extract_slot(slot: SlotDef, text: str) -> str | None:
     """The value of `slot` in `text`, normalised, or None when it is not there (or out of range)."""
     said = words(text)

@@ -31,6 +31,15 @@ from trunkline.vad.segmenter import (
     SpeechStarted,
 )
 
+# 80 ms of non-speech before the segmenter calls it silence and a speculative decode starts: a shorter wait
+# starts a decode (0.5 CPU-s) at many stop consonants, and a running decode cannot be stopped.
+AGENT_STOP_FRAMES = 4
+
+
+def agent_segmenter() -> SpeechSegmenter:
+    """The segmenter the agent listens with; the endpointing benchmark replays audio through the same."""
+    return SpeechSegmenter(stop_frames=AGENT_STOP_FRAMES, pre_roll_ms=300)
+
 
 @dataclass(frozen=True, slots=True)
 class DecodeCancelled:
