@@ -9,6 +9,7 @@ fails the run instead of hanging the test.
 from __future__ import annotations
 
 import csv
+import random
 import shutil
 import signal
 import socket
@@ -30,6 +31,33 @@ def free_udp_port(even: bool = False) -> int:
         if not even or (port % 2 == 0 and port < 65535):
             return port
     raise RuntimeError("no free UDP port found")
+
+
+def free_udp_block(count: int = 4) -> int:
+    """The even base of `count` consecutive UDP ports free on 127.0.0.1, outside the kernel's ephemeral range,
+    so no socket bound to port 0 can take one between this check and the peer's bind (SIPp binds its audio
+    RTP at -mp and, unasked, video at -mp + 2)."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    first, last = (high + 1, 65536 - count) if 65536 - count - high > 64 else (10000, low - count)
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(first + first % 2, last, 2)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(sock)
+                sock.bind((LOOPBACK, port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError("no free block of UDP ports found")
 
 
 def udp_bound(port: int) -> bool:
@@ -140,7 +168,7 @@ class SippProcess:
         """Write the scenario and launch SIPp; returns once its SIP port is bound."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.local_port = self.local_port or free_udp_port()
-        self.media_port = self.media_port or free_udp_port(even=True)
+        self.media_port = self.media_port or free_udp_block()
         (self.workdir / "scenario.xml").write_text(self.scenario_xml)
         with open(self.workdir / "screen.log", "wb") as screen:
             self._proc = subprocess.Popen(
