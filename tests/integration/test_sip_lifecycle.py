@@ -26,7 +26,12 @@ def test_sigterm_drains_calls_and_unregisters(tmp_path: Path) -> None:
     with trunk_and_server(tmp_path, {"+15550100": "alice"}) as (kam, srv):
         long_call = threading.Thread(
             target=lambda: results.append(
-                run_sipp(tmp_path, S.answered_call(hold_ms=3000), f"127.0.0.1:{kam.pstn_port}", name="long")
+                run_sipp(
+                    tmp_path,
+                    S.answered_call(hold_ms=3000, ringing_optional=True),
+                    f"127.0.0.1:{kam.pstn_port}",
+                    name="long",
+                )
             )
         )
         long_call.start()
