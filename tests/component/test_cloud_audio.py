@@ -215,3 +215,27 @@ async def test_prompt_cache_does_not_keep_a_cut_short_synthesis(stub: OpenAIStub
         await anext(stream)
         await stream.aclose()  # barge-in during the greeting
     assert cache.get(tts, "Hello") is None and len(cache) == 0
+
+
+async def test_a_stock_lead_phrase_is_synthesized_once_and_replayed(stub: OpenAIStub, client: Any) -> None:
+    from trunkline.mediaserver.engine import MediaEngine
+    from trunkline.pipeline.speaker import Speaker
+
+    lead = tone(300, 24_000, 0.3).astype("<i2").tobytes()
+    rest = tone(500, 24_000, 0.5).astype("<i2").tobytes()
+    stub.speech.extend([SpeechStream((lead,)), SpeechStream((rest,)), SpeechStream((rest,))])
+    tts = OpenAISpeech(client, model="tts-1", voice="alloy", output_rate_hz=8000)
+    engine = MediaEngine("127.0.0.1", 41000, 41099)
+    await engine.start()
+    try:
+        leg = engine.open_leg("PCMU", 8000, 0)
+        speaker = Speaker(leg, tts, PromptCache(), clock=asyncio.get_running_loop().time)
+        for _ in range(2):  # two replies that open the same way
+            playback = speaker.begin()
+            await speaker.say(playback, "Sure,")
+            await speaker.say(playback, "Tuesday at ten works for you.")
+            assert playback.total_samples > 8000 * 0.7  # both clauses were queued on the leg
+    finally:
+        await engine.aclose()
+    assert [r.json["input"] for r in stub.requests if r.json] == [
+        "Sure,", "Tuesday at ten works for you.", "Tuesday at ten works for you."]  # fmt: skip

@@ -28,7 +28,7 @@ from trunkline.pipeline.conversation import CatalogTools, Conversation
 from trunkline.pipeline.llm import LlmTurnRunner, TurnLimits, make_openai_client
 from trunkline.pipeline.models import BoundedPool
 from trunkline.pipeline.policy import IntentsPolicy, LlmPolicy, ReplyPolicy, TokensUsed, ToolUsed
-from trunkline.pipeline.speaker import Playback, Speaker
+from trunkline.pipeline.speaker import STOCK_LEADS, Playback, Speaker
 from trunkline.pipeline.tts import LocalPiper, OpenAISpeech, PromptCache, SpeechSynthesizer
 from trunkline.pipeline.work import CallActions, CallerTurn
 from trunkline.store import CallStore, ToolCallRecord, ToolStatus, TurnRecord, UsageRecord
@@ -197,6 +197,7 @@ class AgentCalls:
         for tenant in self._tenants.serving().values():
             if tenant.tts.engine == "local":
                 lines = [*prompt_texts(tenant).values(), tenant.policy.fallback_reply, HOLD_LINE]
+                lines += STOCK_LEADS
                 await self.prompts.warm(LocalPiper(self.tts_pool, output_rate_hz=WARM_RATE_HZ), lines)
 
     async def aclose(self) -> None:

@@ -20,6 +20,16 @@ from trunkline.pipeline.tts import PromptCache, SpeechSynthesizer, TtsUnavailabl
 from trunkline.vad.bargein import heard_text
 
 log = get_logger("trunkline.pipeline.speaker")
+# Replies often open with one of these (the first clause ends at its first comma): made once per voice and
+# rate at start-up and replayed from the prompt cache, so the first audio of such a reply needs no synthesis.
+STOCK_LEADS = ("Sure,", "Okay,", "Great,", "Of course,", "Certainly,", "Alright,", "Yes,", "No problem,",
+               "Got it,", "Thanks,", "Thank you,", "Sorry,")  # fmt: skip
+
+
+def is_stock_phrase(text: str) -> bool:
+    """A clause short enough (≤ 3 words) to be worth caching whole: "Sure,", "Of course.", "Got it,"."""
+    stripped = text.strip()
+    return len(stripped) <= 24 and len(stripped.split()) <= 3
 
 
 @dataclass(slots=True)
@@ -110,6 +120,7 @@ class Speaker:
         if playback.interrupted or playback.ended or not text.strip():
             return
         start = playback.total_samples
+        cached = cached or is_stock_phrase(text)
         stream = self._cache.stream(self._synth, text) if cached else self._synth.stream(text)
         try:
             async for chunk in stream:
