@@ -207,7 +207,7 @@ class Models:
 
     def transcribe(self, audio: np.ndarray) -> dict[str, Any]:
         """{"text", "last_word_p", "after_last_word_s" (None without words), "decode_ms"}; cached by audio."""
-        key = "whisper|fitted-words-v1|window8|" + hashlib.sha1(audio.tobytes()).hexdigest()
+        key = "whisper|fitted-words-v2|window6|" + hashlib.sha1(audio.tobytes()).hexdigest()
         result: dict[str, Any] = _cached(key, ".json", lambda: self._transcribe(audio))
         self.decode_ms.append(result["decode_ms"])
         return result

@@ -350,7 +350,7 @@ class Plan:
     warmup_s: float = 3.0
 
 
-FULL = Plan(seconds=8.0, floor_repeats=3, warmup_s=2.0)  # `make bench`: ~1.7 min on this box
+FULL = Plan(seconds=8.0, repeats=4, floor_repeats=2, warmup_s=2.0)  # `make bench`: ~1.4 min on this box
 QUICK = Plan(seconds=5.0, repeats=2, floor_repeats=1, warmup_s=2.0)  # ~40 s
 
 

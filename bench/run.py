@@ -104,6 +104,7 @@ STEPS = (
     # on a cold cache, which alone would take `make bench` past 10 minutes on a fresh machine
     Step("endpointing", "bench.endpointing", always_quick=True),
     Step("turn_latency", "bench.turn_latency"),
+    Step("barge_in", "bench.barge_in"),
 )
 
 

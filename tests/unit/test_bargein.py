@@ -91,16 +91,32 @@ class Call:
 
 def test_backchannel_pauses_then_resumes_without_interrupting() -> None:
     call = Call()
-    call.feed([0] * 10 + [1] * 12 + [0] * 30)  # 240 ms "uh-huh"
-    assert call.actions == [PAUSE, RESUME]
-    (pi, pause), (ri, resume) = call.decisions
+    call.feed([0] * 10 + [1] * 12 + [0] * 20)  # 240 ms "uh-huh"
+    assert call.actions == [PAUSE]  # the burst is over (frame 27); paused until its transcript comes
+    (pi, pause) = call.decisions[0]
     assert pi == 14 and pause.reason == "min_speech"  # 5th voiced frame = 100 ms of speech
     assert pause.onset_s == pytest.approx(0.20)
-    assert ri == 27 and resume.reason == "short_burst"  # silence from 0.44 s, burst over after a 120 ms gap
     call.say("Uh-huh.")
+    assert call.actions == [PAUSE, RESUME] and call.decisions[1][1].reason == "backchannel"
     call.feed([0] * 100)
     assert call.actions == [PAUSE, RESUME]
     assert call.policy.state is BargeInState.LISTENING
+
+
+def test_without_a_transcript_playout_resumes_after_the_hold() -> None:
+    call = Call(policy=BargeInPolicy(hold_ms=400))
+    call.feed([0] * 10 + [1] * 12 + [0] * 60)
+    assert call.actions == [PAUSE, RESUME]
+    ri, resume = call.decisions[1]
+    assert ri == 47 and resume.reason == "short_burst"  # burst over at 0.56 s (120 ms gap) + 400 ms
+
+
+def test_a_caller_who_draws_breath_is_not_talked_over() -> None:
+    call = Call()
+    call.feed([0] * 10 + [1] * 15 + [0] * 12 + [1] * 20)  # "Wait," 240 ms breath "actually make it..."
+    assert call.actions == [PAUSE]
+    call.say("Wait, actually make it")
+    assert call.actions == [PAUSE, INTERRUPT] and call.decisions[1][1].reason == "words"
 
 
 def test_long_speech_interrupts_and_words_confirm_it() -> None:
@@ -144,9 +160,18 @@ def test_confirm_window_waits_for_the_caller_to_finish_talking() -> None:
     assert call.actions == [PAUSE, INTERRUPT]
 
 
-def test_short_stop_is_resumed_then_interrupted_by_its_late_transcript() -> None:
+def test_a_short_stop_interrupts_once_its_transcript_comes() -> None:
     call = Call()
     call.feed([0] * 10 + [1] * 15 + [0] * 10)  # "stop!" 300 ms
+    assert call.actions == [PAUSE]
+    call.say("Stop!")
+    assert call.actions == [PAUSE, INTERRUPT]
+    assert call.decisions[1][1].reason == "words"
+
+
+def test_words_after_the_hold_still_interrupt() -> None:
+    call = Call(policy=BargeInPolicy(hold_ms=200))
+    call.feed([0] * 10 + [1] * 15 + [0] * 20)
     assert call.actions == [PAUSE, RESUME]
     call.say("Stop!")
     assert call.actions == [PAUSE, RESUME, INTERRUPT]
@@ -155,8 +180,8 @@ def test_short_stop_is_resumed_then_interrupted_by_its_late_transcript() -> None
 
 
 def test_late_transcript_after_the_window_is_ignored() -> None:
-    call = Call(policy=BargeInPolicy(late_transcript_ms=500))
-    call.feed([0] * 10 + [1] * 15 + [0] * 40)
+    call = Call(policy=BargeInPolicy(hold_ms=200, late_transcript_ms=500))
+    call.feed([0] * 10 + [1] * 15 + [0] * 50)
     call.say("Stop!")
     assert call.actions == [PAUSE, RESUME]
 
@@ -186,17 +211,18 @@ def test_clicks_and_short_noise_do_nothing() -> None:
 def test_a_stop_consonant_does_not_split_the_burst() -> None:
     call = Call()
     call.feed([0] * 10 + [1] * 4 + [0] * 3 + [1] * 4 + [0] * 20)  # "s-[closure]-top": 60 ms gap
-    assert call.actions == [PAUSE, RESUME]
+    assert call.actions == [PAUSE]
     assert call.decisions[0][0] == 17  # 5th voiced frame, the first after the gap
-    assert call.decisions[1][0] == 26  # silence from 0.42 s + 120 ms
     call.say("Stop.")
-    assert call.actions == [PAUSE, RESUME, INTERRUPT]
+    assert call.actions == [PAUSE, INTERRUPT]
 
 
-def test_pauses_between_backchannels_are_separate_bursts() -> None:
+def test_backchannels_in_a_row_keep_the_agent_paused_once() -> None:
     call = Call()
-    call.feed([0] * 10 + ([1] * 12 + [0] * 8) * 3 + [0] * 20)  # "yeah ... yeah ... yeah"
-    assert call.actions == [PAUSE, RESUME] * 3
+    call.feed([0] * 10 + ([1] * 12 + [0] * 8) * 3)  # "yeah ... yeah ... yeah"
+    assert call.actions == [PAUSE]
+    call.say("Yeah, yeah, yeah.")
+    assert call.actions == [PAUSE, RESUME]
 
 
 def test_no_decisions_while_the_agent_is_silent() -> None:

@@ -6,7 +6,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trunkline.pipeline.whisper_fit import FULL_WINDOW_FRAMES, looks_repetitive, max_tokens_for, window_frames
+from trunkline.pipeline.whisper_fit import (
+    FULL_WINDOW_FRAMES,
+    cut_loop,
+    looks_repetitive,
+    max_tokens_for,
+    window_frames,
+)
 
 
 @pytest.mark.parametrize(
@@ -62,3 +68,41 @@ def test_loops_are_detected(text: str) -> None:
 )
 def test_normal_speech_is_not_a_loop(text: str) -> None:
     assert not looks_repetitive(text)
+
+
+@pytest.mark.parametrize(
+    ("looped", "kept"),
+    [
+        ("Yes, please. Yes, please. Yes, ple", "Yes, please."),
+        ("No. No. No. No. No.", "No."),
+        ("I'd like to order two pizzas. I'd like to order two pi", "I'd like to order two pizzas."),
+        ("and what about the fee? What about the fee? What about the", "and what about the fee?"),
+        ("Thanks. That's everything. Thanks. That's everything. Thanks. That", "Thanks. That's everything."),
+    ],
+)
+def test_a_loop_to_the_end_is_cut_after_its_first_copy(looped: str, kept: str) -> None:
+    assert cut_loop(looped) == kept
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "No, no, no.",
+        "Thank you, thank you.",
+        "My PIN is 1 1 1 1.",
+        "My number is 5 5 5 1 2 3 4.",
+        "I'd like to book a cleaning on Tuesday at 10.",
+        "Okay.",
+        "",
+    ],
+)
+def test_real_repetition_is_kept(text: str) -> None:
+    assert cut_loop(text) == text
+
+
+@given(st.lists(st.sampled_from(["yes", "no", "the", "5", "book", "ten"]), max_size=12))
+def test_a_cut_is_a_prefix_ending_before_a_repeat(words: list[str]) -> None:
+    text = " ".join(words)
+    cut = cut_loop(text)
+    assert text.startswith(cut)
+    assert cut == text or len(cut.split()) < len(words)

@@ -7,9 +7,12 @@ the cloud backend posts an in-memory WAV through the `openai` SDK with a hard ti
 
 from __future__ import annotations
 
+import asyncio
 import io
+import threading
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -18,7 +21,7 @@ import soxr
 
 from trunkline.logs import get_logger
 from trunkline.pipeline.models import BoundedPool, BusyError, WhisperSpec, whisper_model, whisper_model_dir
-from trunkline.pipeline.whisper_fit import decode_fitted
+from trunkline.pipeline.whisper_fit import DecodeAborted, decode_fitted
 
 log = get_logger("trunkline.pipeline.asr")
 
@@ -29,6 +32,7 @@ __all__ = [
     "AsrError",
     "AsrUnavailable",
     "BusyError",
+    "DecodeAborted",
     "LocalWhisper",
     "OpenAITranscriber",
     "SpeechRecognizer",
@@ -115,7 +119,7 @@ class LocalWhisper:
         cpu_threads: int = 2,
         word_timestamps: bool = False,
         fitted_window: bool = False,
-        min_window_s: float = 8.0,
+        min_window_s: float = 6.0,
     ) -> None:
         self._pool = pool
         self._spec = WhisperSpec(
@@ -125,6 +129,7 @@ class LocalWhisper:
         self._fitted = fitted_window
         self._min_window_frames = int(min_window_s * 100)
         self.full_window_fallbacks = 0
+        self.aborted_decodes = 0  # stale decodes stopped between stages (their awaiter was cancelled)
 
     def preload(self) -> None:
         """Load the model now (blocking) so the first caller does not wait for it."""
@@ -135,7 +140,14 @@ class LocalWhisper:
     ) -> Transcript:
         duration_s = _check_pcm(pcm, sample_rate_hz)
         start = time.perf_counter()
-        text, words, no_speech = await self._pool.run(self._decode, pcm, sample_rate_hz, language, prompt)
+        abandoned = threading.Event()  # set when our awaiter is cancelled: the worker stops between stages
+        try:
+            text, words, no_speech = await self._pool.run(
+                self._decode, pcm, sample_rate_hz, language, prompt, abandoned.is_set
+            )
+        except asyncio.CancelledError:
+            abandoned.set()
+            raise
         processing_ms = (time.perf_counter() - start) * 1000.0
         return Transcript(text, duration_s, processing_ms, words, no_speech)
 
@@ -149,13 +161,25 @@ class LocalWhisper:
         return Transcript(text, duration_s, (time.perf_counter() - start) * 1000.0, words, no_speech)
 
     def _decode(
-        self, pcm: np.ndarray, sample_rate_hz: int, language: str, prompt: str | None
+        self,
+        pcm: np.ndarray,
+        sample_rate_hz: int,
+        language: str,
+        prompt: str | None,
+        aborted: Callable[[], bool] | None = None,
     ) -> tuple[str, tuple[Word, ...] | None, float | None]:
-        """Worker-thread body: resample and decode (blocking, CPU-bound)."""
+        """Worker-thread body: resample and decode (blocking, CPU-bound); raises DecodeAborted once
+        `aborted()` is true (fitted path only: the full-window path is the rare fallback)."""
         model = whisper_model(self._spec)
         audio = to_whisper_input(pcm, sample_rate_hz)
         if self._fitted:
-            fitted = decode_fitted(model, audio, prompt, self._min_window_frames, self._word_timestamps)
+            try:
+                fitted = decode_fitted(
+                    model, audio, prompt, self._min_window_frames, self._word_timestamps, aborted
+                )
+            except DecodeAborted:
+                self.aborted_decodes += 1
+                raise
             if fitted is not None:
                 fitted_text, fitted_no_speech, fitted_words = fitted
                 found = None if fitted_words is None else tuple(Word(*w) for w in fitted_words)

@@ -3,10 +3,12 @@ how much of the agent's message the caller actually heard.
 
 While the agent speaks, a caller burst of `min_speech_ms` voiced audio PAUSEs playout (the leg stops
 sending on the next tick, keeping its queue). A burst that reaches `backchannel_max_ms`, or whose transcript
-holds words that are not a backchannel, INTERRUPTs (flush, cancel LLM/TTS, truncate to `heard_text`). A
-short burst, or a backchannel ("uh-huh", "yeah", "okay"), RESUMEs playout where it stopped. An interruption
-that yields no words within `confirm_window_ms` after the caller falls silent was noise: RESUME_CUT says the
-cut sentence again.
+holds words that are not a backchannel, INTERRUPTs (flush, cancel LLM/TTS, truncate to `heard_text`). After a
+paused burst the agent stays paused until its transcript says what it was: a backchannel ("uh-huh", "yeah",
+"okay") or no words RESUMEs playout where it stopped; so does `hold_ms` without a transcript. More speech
+in the meantime keeps it paused (a caller who says "Wait," and draws breath is not talked over). An
+interruption that yields no words within `confirm_window_ms` after the caller falls silent was noise:
+RESUME_CUT says the cut sentence again.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ DEFAULT_BACKCHANNELS = frozenset(
         "true", "exactly", "indeed", "mmm", "mhmm", "mm-hmm-hmm", "thanks", "thank you",
     }
 )  # fmt: skip
-# Short words that do interrupt on their own; any other lone word of three letters or fewer from a short burst
-# is what a tiny ASR model makes of a backchannel or a noise ("Oh." -> "of", "I see." -> "i", a cough -> "L.").
+# Short words that do interrupt on their own; any other lone word of three letters or fewer from a short
+# burst is what a tiny ASR model makes of a backchannel or a noise ("Oh." -> "of", "I see." -> "i", a cough
+# -> "L.").
 SHORT_INTERRUPTIONS = frozenset(
     {"no", "nah", "nope", "hey", "hi", "wait", "what", "why", "how", "who", "huh", "but", "bye", "stop"}
 )
@@ -103,6 +106,7 @@ class BargeInPolicy:
         late_transcript_ms: int = 1500,
         backchannel_words: frozenset[str] = DEFAULT_BACKCHANNELS,
         pause_while_pending: bool = True,
+        hold_ms: int = 800,
     ) -> None:
         if not 0 < min_speech_ms <= backchannel_max_ms:
             raise ValueError("need 0 < min_speech_ms <= backchannel_max_ms")
@@ -113,6 +117,7 @@ class BargeInPolicy:
         self.late_transcript_ms = late_transcript_ms
         self.backchannel_words = backchannel_words
         self.pause_while_pending = pause_while_pending
+        self.hold_s = hold_ms / 1000
         self.state = BargeInState.IDLE
         self._onset_s = 0.0
         self._burst_ms = 0  # voiced ms of the current burst
@@ -121,6 +126,7 @@ class BargeInPolicy:
         self._gap_start_s: float | None = None  # silence inside the current burst
         self._confirm_deadline: float | None = None
         self._late_deadline: float | None = None
+        self._hold_deadline: float | None = None  # paused after a burst, waiting for its transcript
 
     def agent_started(self, now: float) -> list[BargeInDecision]:
         """Agent playback began (or resumed after RESUME_CUT)."""
@@ -161,6 +167,8 @@ class BargeInPolicy:
         kind = classify_burst(text, self.backchannel_words)
         if self.state in (BargeInState.PENDING, BargeInState.PAUSED) and kind is TranscriptKind.WORDS:
             return [self._interrupt(now, "words")]
+        if self._hold_deadline is not None:
+            return [self._resume(now, "backchannel" if kind is TranscriptKind.BACKCHANNEL else "no_words")]
         if self.state is BargeInState.LISTENING and self._late_deadline is not None:
             if kind is TranscriptKind.WORDS and now <= self._late_deadline:
                 decision = self._interrupt(now, "late_words")
@@ -178,6 +186,8 @@ class BargeInPolicy:
         if self._late_deadline is not None and now > self._late_deadline:
             self._late_deadline = None
         decisions = self._check_gap(now)
+        if self._hold_deadline is not None and now >= self._hold_deadline - 1e-9:
+            decisions.append(self._resume(now, "short_burst"))
         deadline = self._confirm_deadline
         if self.state is BargeInState.INTERRUPTED and deadline is not None and now >= deadline - 1e-9:
             decisions.append(self._resume_cut(now, "confirm_timeout"))
@@ -188,6 +198,8 @@ class BargeInPolicy:
             return self._gap_start_s + self.burst_gap_s
         if self.state is BargeInState.INTERRUPTED:
             return self._confirm_deadline
+        if self._hold_deadline is not None:
+            return self._hold_deadline
         return self._late_deadline
 
     def _burst_start(self, onset_s: float, burst_ms: int, total_ms: int, now: float) -> list[BargeInDecision]:
@@ -196,6 +208,10 @@ class BargeInPolicy:
         if self.state is BargeInState.INTERRUPTED:
             self._burst_active, self._confirm_deadline = True, None
             return []
+        if self._hold_deadline is not None:  # more speech while paused: still paused, a new burst counts
+            self._hold_deadline = None
+            self._burst_ms, self._burst_active = burst_ms, True
+            return self._check_length(now)
         if self.state is not BargeInState.LISTENING:
             return []
         self.state = BargeInState.PENDING
@@ -229,16 +245,22 @@ class BargeInPolicy:
         if self.state is BargeInState.INTERRUPTED:
             self._confirm_deadline = now + self.confirm_window_ms / 1000
             return []
-        paused = self.state is BargeInState.PAUSED
+        if self.state is BargeInState.PAUSED:
+            self._hold_deadline = now + self.hold_s
+            return []
         self.state = BargeInState.LISTENING
-        if self._burst_ms >= self.min_speech_ms:
-            self._late_deadline = now + self.late_transcript_ms / 1000
-        if paused:
-            return [BargeInDecision(BargeInAction.RESUME, now, self._onset_s, "short_burst")]
         return []
+
+    def _resume(self, now: float, reason: str) -> BargeInDecision:
+        """Playout goes on; words from a transcript that comes late still interrupt."""
+        self.state = BargeInState.LISTENING
+        self._hold_deadline = None
+        self._late_deadline = now + self.late_transcript_ms / 1000
+        return BargeInDecision(BargeInAction.RESUME, now, self._onset_s, reason)
 
     def _interrupt(self, now: float, reason: str) -> BargeInDecision:
         self.state = BargeInState.INTERRUPTED
+        self._hold_deadline = None
         self._late_deadline = None
         self._confirm_deadline = None if self._burst_active else now + self.confirm_window_ms / 1000
         return BargeInDecision(BargeInAction.INTERRUPT, now, self._onset_s, reason)
@@ -254,6 +276,7 @@ class BargeInPolicy:
         self._gap_start_s = None
         self._confirm_deadline = None
         self._late_deadline = None
+        self._hold_deadline = None
 
 
 @dataclass(frozen=True, slots=True)
