@@ -2,7 +2,8 @@
 
 Models exactly as the agent builds them (pipeline/handler.py): LocalWhisper(cpu_threads=2, fitted_window=True)
 on a 1-worker pool; LocalPiper(output_rate_hz=8000) with its defaults (2 onnxruntime threads, no spinning,
-lead phrase split) on a 2-worker pool. Thread counts are pinned by those settings.
+each sentence streamed in chunks of latent frames) on a 2-worker pool. Thread counts are pinned by those
+settings.
 * ASR inputs: fixed sentences spoken by piper (joe, noise scales 0, length scale fitted so the speech fits),
   8 kHz, placed 0.2 s into exactly 2.0 s / 5.0 s of audio with a -60 dBFS seeded noise floor and a G.711
   µ-law round trip. RTF = transcribe() wall time / audio duration. CPU-s = this process's CPU time
@@ -10,11 +11,13 @@ lead phrase split) on a 2-worker pool. Thread counts are pinned by those setting
   with word_timestamps=True (what the endpointer's last-word signals need), 2 runs.
   Word accuracy = 1 - WER against the spoken text (lower case, digits as words left as whisper wrote them).
 * TTS first audio: stream(text) called on the event loop → first AudioChunk received there, for fixed short
-  replies; every stream is consumed to the end before the next starts. Comparator: the previous settings
-  (1 thread, whole clause in one piper call), same texts, same run.
-Warm-up: models loaded and one untimed pass. Full: 5 runs over each set (50 TTS, 30 ASR 2 s, 20 ASR 5 s
-samples; the comparator 2 runs); quick: 1 run (numbers not quotable). Audio cached in
-bench/.cache/models_speed/. Run: python -m bench.models_speed [--quick]
+  sentences (each one whole clause, 1-6 words); every stream is consumed to the end before the next starts.
+  CPU-s per second of audio = this process's CPU time across the stream / audio made. Underrun = the
+  longest wait for a chunk if playback started at the first chunk and ran in real time (0 = no gap).
+  Comparator: the same voice and threads making whole sentences (streaming=False), same texts, same run.
+Warm-up: models loaded and one untimed pass. Full: 5 runs over each ASR set (30 ASR 2 s, 20 ASR 5 s samples)
+and 10 over the TTS set (100 samples; the comparator 3 runs); quick: 1 run (numbers not quotable). Audio
+cached in bench/.cache/models_speed/. Run: python -m bench.models_speed [--quick] [--tts-only]
 """
 
 from __future__ import annotations
@@ -105,11 +108,11 @@ def utterance(text: str, seconds: float) -> np.ndarray:
     path = CACHE / f"{key}.npy"
     if path.exists():
         return np.load(path)
+    import soxr
     from piper import SynthesisConfig
 
     from trunkline.codecs.g711 import ulaw_decode, ulaw_encode
     from trunkline.pipeline.models import PiperSpec, piper_voice, piper_voice_paths
-    from trunkline.pipeline.tts import _resample
 
     model, config = piper_voice_paths()
     voice = piper_voice(PiperSpec(str(model), str(config)))
@@ -118,7 +121,7 @@ def utterance(text: str, seconds: float) -> np.ndarray:
     for _ in range(4):
         cfg = SynthesisConfig(length_scale=scale, noise_scale=0.0, noise_w_scale=0.0, normalize_audio=False)
         pcm = np.concatenate([c.audio_int16_array for c in voice.synthesize(text, cfg)])
-        speech = _resample(pcm, int(voice.config.sample_rate), RATE_HZ)
+        speech = soxr.resample(pcm, int(voice.config.sample_rate), RATE_HZ, quality="HQ")
         loud = np.flatnonzero(np.abs(speech.astype(np.int32)) > 0.02 * np.abs(speech).max())
         speech = speech[loud[0] : loud[-1] + 1]
         if len(speech) <= budget * RATE_HZ:
@@ -145,49 +148,80 @@ async def _asr_pass(whisper: Any, clips: list[tuple[str, np.ndarray]], out: dict
         out["accuracy"].append(word_accuracy(text, transcript.text))
 
 
-async def _tts_pass(piper: Any, texts: list[str], first_ms: list[float], total_ms: list[float]) -> None:
+async def _tts_pass(piper: Any, texts: list[str], out: dict[str, list[float]]) -> None:
     for text in texts:
-        start = time.perf_counter()
-        first: float | None = None
-        async for _chunk in piper.stream(text):
-            if first is None:
-                first = time.perf_counter() - start
-        assert first is not None, f"no audio for {text!r}"
-        first_ms.append(first * 1000)
-        total_ms.append((time.perf_counter() - start) * 1000)
+        cpu0, start = time.process_time(), time.perf_counter()
+        arrivals: list[float] = []
+        audio_ms: list[float] = []
+        async for chunk in piper.stream(text):
+            arrivals.append(time.perf_counter() - start)
+            audio_ms.append(chunk.duration_ms)
+        assert arrivals, f"no audio for {text!r}"
+        cpu = time.process_time() - cpu0
+        due = arrivals[0] + np.concatenate([[0.0], np.cumsum(audio_ms[:-1]) / 1000])
+        out["first_ms"].append(arrivals[0] * 1000)
+        out["total_ms"].append((time.perf_counter() - start) * 1000)
+        out["cpu_s_per_audio_s"].append(cpu / (sum(audio_ms) / 1000))
+        out["underrun_ms"].append(max(0.0, float(np.max(np.array(arrivals) - due))) * 1000)
+
+
+def _tts_lists() -> dict[str, list[float]]:
+    return {"first_ms": [], "total_ms": [], "cpu_s_per_audio_s": [], "underrun_ms": []}
+
+
+def _tts_summary(out: dict[str, list[float]], suffix: str) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    result.update(_summary(f"tts_first_audio_ms{suffix}", out["first_ms"]))
+    result.update(_summary(f"tts_total_ms{suffix}", out["total_ms"]))
+    result.update(_summary(f"tts_cpu_s_per_audio_s{suffix}", out["cpu_s_per_audio_s"], 3))
+    result.update(_summary(f"tts_underrun_ms{suffix}", out["underrun_ms"]))
+    return result
+
+
+async def _measure_tts(runs: int) -> dict[str, Any]:
+    """TTS only: the streaming LocalPiper vs whole sentences, interleaved run by run."""
+    from trunkline.pipeline.models import BoundedPool
+    from trunkline.pipeline.tts import LocalPiper
+
+    tts_pool = BoundedPool("tts", 2, 16)
+    try:
+        piper = LocalPiper(tts_pool, output_rate_hz=RATE_HZ)  # as AgentCalls._tts builds it
+        before = LocalPiper(tts_pool, output_rate_hz=RATE_HZ, streaming=False)
+        await asyncio.gather(*(asyncio.to_thread(m.preload) for m in (piper, before)))
+        if not piper.streams:
+            return {"error": "piper voice could not be split for streaming (see log)"}
+        await _tts_pass(piper, TTS_SHORT[:3], _tts_lists())  # warm-up, untimed
+        await _tts_pass(before, TTS_SHORT[:2], _tts_lists())
+        now, whole = _tts_lists(), _tts_lists()
+        for k in range(runs):
+            await _tts_pass(piper, TTS_SHORT, now)
+            if k < max(1, runs * 3 // 10):  # the comparator needs fewer samples
+                await _tts_pass(before, TTS_SHORT, whole)
+        return _tts_summary(now, "") | _tts_summary(whole, "_before")
+    finally:
+        tts_pool.shutdown()
 
 
 async def _measure(runs: int) -> dict[str, Any]:
     from trunkline.pipeline.asr import LocalWhisper
     from trunkline.pipeline.models import BoundedPool
-    from trunkline.pipeline.tts import LocalPiper
 
-    asr_pool, tts_pool = BoundedPool("asr", 1, 8), BoundedPool("tts", 2, 16)
+    asr_pool = BoundedPool("asr", 1, 8)
     try:
         whisper = LocalWhisper(asr_pool, cpu_threads=2, fitted_window=True)  # as AgentCalls builds it
         timed = LocalWhisper(asr_pool, cpu_threads=2, fitted_window=True, word_timestamps=True)
-        piper = LocalPiper(tts_pool, output_rate_hz=RATE_HZ)  # as AgentCalls._tts builds it
-        before = LocalPiper(tts_pool, output_rate_hz=RATE_HZ, intra_op_threads=1, lead_split=False)
-        await asyncio.gather(*(asyncio.to_thread(m.preload) for m in (whisper, piper, before)))
+        await asyncio.to_thread(whisper.preload)
         clips2 = [(t, utterance(t, 2.0)) for t in ASR_2S]
         clips5 = [(t, utterance(t, 5.0)) for t in ASR_5S]
         scratch: dict[str, list[float]] = {"rtf": [], "cpu_s": [], "accuracy": []}
         await _asr_pass(whisper, clips2[:2] + clips5[:1], scratch)  # warm-up, untimed
-        await _tts_pass(piper, TTS_SHORT[:3], [], [])
-        await _tts_pass(before, TTS_SHORT[:2], [], [])
         a2: dict[str, list[float]] = {"rtf": [], "cpu_s": [], "accuracy": []}
         a5: dict[str, list[float]] = {"rtf": [], "cpu_s": [], "accuracy": []}
         a2w: dict[str, list[float]] = {"rtf": [], "cpu_s": [], "accuracy": []}
-        first: list[float] = []
-        total: list[float] = []
-        first_before: list[float] = []
-        total_before: list[float] = []
         for k in range(runs):
             await _asr_pass(whisper, clips2, a2)
             await _asr_pass(whisper, clips5, a5)
-            await _tts_pass(piper, TTS_SHORT, first, total)
-            if k < 2:  # comparators need fewer samples
-                await _tts_pass(before, TTS_SHORT, first_before, total_before)
+            if k < 2:  # the comparator needs fewer samples
                 await _asr_pass(timed, clips2, a2w)
         result: dict[str, Any] = {}
         result.update(_summary("asr_rtf_2s", a2["rtf"], 3))
@@ -198,22 +232,18 @@ async def _measure(runs: int) -> dict[str, Any]:
         result["asr_word_accuracy_2s"] = round(float(np.mean(a2["accuracy"])), 3)
         result["asr_word_accuracy_5s"] = round(float(np.mean(a5["accuracy"])), 3)
         result["asr_full_window_fallbacks"] = whisper.full_window_fallbacks
-        result.update(_summary("tts_first_audio_ms", first))
-        result.update(_summary("tts_total_ms", total))
-        result.update(_summary("tts_first_audio_ms_before", first_before))
-        result.update(_summary("tts_total_ms_before", total_before))
-        return result
     finally:
         asr_pool.shutdown()
-        tts_pool.shutdown()
+    result.update(await _measure_tts(runs * 2))
+    return result
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, tts_only: bool = False) -> dict[str, Any]:
     """ASR RTF (2 s, 5 s), ASR CPU-s per 2 s utterance, TTS first audio; full ~60-90 s, quick ~20 s."""
     runs = 1 if quick else 5
     started = time.monotonic()
     load_before = os.getloadavg()
-    result = asyncio.run(_measure(runs))
+    result = asyncio.run(_measure_tts(runs * 2) if tts_only else _measure(runs))
     result["how"] = (__doc__ or "").split("\n")[0]
     result["runs"] = runs
     result["quick"] = quick
@@ -229,8 +259,12 @@ def metrics(result: dict[str, Any]) -> list[Metric]:
     load = result.get("loadavg_1m_before_after")
     note = f"{how}\n\nruns={result.get('runs')}, load average (1 min) before/after: {load}"
     rows = [
-        ("tts_first_audio_p95_ms", "TTS first audio, short reply (p95)", "ms", "tts_first_audio_ms_p95",
-         60.0, "previous settings (1 thread, no lead split)", "tts_first_audio_ms_before_p95"),
+        ("tts_first_audio_p95_ms", "TTS first audio, short sentence (p95)", "ms", "tts_first_audio_ms_p95",
+         60.0, "whole sentence per piper call (before streaming)", "tts_first_audio_ms_before_p95"),
+        ("tts_cpu_s_per_audio_s", "TTS CPU per second of audio (p50)", "CPU-s", "tts_cpu_s_per_audio_s_p50",
+         0.35, "whole sentence per piper call", "tts_cpu_s_per_audio_s_before_p50"),
+        ("tts_underrun_p95_ms", "TTS playback gap waiting for a chunk (p95)", "ms", "tts_underrun_ms_p95",
+         20.0, "whole sentence per piper call", "tts_underrun_ms_before_p95"),
         ("asr_cpu_s_per_2s_turn", "ASR CPU per 2 s utterance (p95)", "CPU-s", "asr_cpu_s_2s_p95",
          0.6, "", None),
         ("asr_rtf_2s_p95", "ASR real-time factor, 2 s utterance (p95)", "×", "asr_rtf_2s_p95",
@@ -254,5 +288,5 @@ def metrics(result: dict[str, Any]) -> list[Metric]:
 if __name__ == "__main__":
     import json
 
-    res = run(quick="--quick" in sys.argv[1:])
+    res = run(quick="--quick" in sys.argv[1:], tts_only="--tts-only" in sys.argv[1:])
     print(json.dumps({k: v for k, v in res.items() if not k.endswith("_samples")}, indent=2))

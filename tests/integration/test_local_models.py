@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import numpy as np
 import pytest
 
-from trunkline.pipeline.asr import LocalWhisper, SpeechRecognizer
+from trunkline.pipeline.asr import LocalWhisper, SpeechRecognizer, to_whisper_input
 from trunkline.pipeline.models import BoundedPool, BusyError
 from trunkline.pipeline.tts import AudioChunk, LocalPiper, PromptCache, SpeechSynthesizer
 
@@ -105,14 +105,6 @@ async def test_fitted_encoder_window_hears_the_same(
     assert transcript.no_speech_prob is not None and transcript.no_speech_prob < 0.5
 
 
-async def test_piper_streams_one_chunk_per_sentence(piper: LocalPiper) -> None:
-    text = "Hello there. We are open until six. Goodbye."
-    chunks = await speak(piper, text)
-    assert len(chunks) == 3  # each sentence is handed over as soon as it is made, not the reply as a whole
-    first, total = len(chunks[0].pcm), sum(len(c.pcm) for c in chunks)
-    assert 0 < first < total / 2
-
-
 async def test_busy_pools_refuse_at_once_and_recover(
     asr_pool: BoundedPool, whisper: LocalWhisper, tts_pool: BoundedPool, piper: LocalPiper
 ) -> None:
@@ -144,20 +136,6 @@ async def speak_cached(cache: PromptCache, tts: SpeechSynthesizer, text: str) ->
         return [chunk async for chunk in cache.stream(tts, text)]
 
 
-async def test_a_short_lead_phrase_comes_first_and_the_joined_clause_stays_intelligible(
-    piper: LocalPiper, whisper: LocalWhisper
-) -> None:
-    chunks = await speak(piper, "Sure, I can book that for you.")
-    assert len(chunks) == 2 and len(chunks[0].pcm) < len(chunks[1].pcm) / 2  # "Sure," on its own
-    pcm = np.concatenate([c.pcm for c in chunks])
-    edge = pcm[len(chunks[0].pcm) - 40 : len(chunks[0].pcm) + 40].astype(np.int32)
-    assert np.abs(edge).max() < 1000  # the join falls in the comma pause: no click
-    async with asyncio.timeout(30):
-        transcript = await whisper.transcribe(pcm, 8000)
-    heard = words(transcript.text)  # the tiny model may mishear one word ("vote" for "book"), not the join
-    assert "sure" in heard and len({"book", "that", "for", "you"} & heard) >= 3, transcript.text
-
-
 async def test_fitted_window_word_timings_end_where_the_speech_ends(
     asr_pool: BoundedPool, piper: LocalPiper
 ) -> None:
@@ -173,3 +151,40 @@ async def test_fitted_window_word_timings_end_where_the_speech_ends(
     speech_end_s = (4000 + len(speech)) / 8000
     assert abs(transcript.words[-1].end_s - speech_end_s) < 0.35
     assert 0.0 <= transcript.words[-1].probability <= 1.0
+
+
+async def test_a_stale_decode_stops_after_the_encoder(asr_pool: BoundedPool, piper: LocalPiper) -> None:
+    from trunkline.pipeline.models import whisper_model
+    from trunkline.pipeline.whisper_fit import DecodeAborted, decode_fitted
+
+    timed = LocalWhisper(asr_pool, cpu_threads=2, fitted_window=True, word_timestamps=True)
+    timed.preload()
+    model = whisper_model(timed._spec)
+    audio = to_whisper_input(np.concatenate([c.pcm for c in await speak(piper, BOOKING)]), 8000)
+    asked: list[str] = []
+
+    def aborted() -> bool:  # the caller spoke again while the encoder ran
+        asked.append("asked")
+        return True
+
+    with pytest.raises(DecodeAborted):
+        await asyncio.to_thread(decode_fitted, model, audio, None, 600, True, aborted)
+    assert asked == ["asked"]  # checked once, right after the encoder; nothing generated
+    fitted = await asyncio.to_thread(decode_fitted, model, audio, None, 600, True, lambda: False)
+    assert fitted is not None and {"book", "cleaning"} <= words(fitted[0])
+
+
+async def test_cancelling_a_decode_frees_the_worker(asr_pool: BoundedPool, piper: LocalPiper) -> None:
+    timed = LocalWhisper(asr_pool, cpu_threads=2, fitted_window=True, word_timestamps=True)
+    pcm = np.concatenate([c.pcm for c in await speak(piper, BOOKING)])
+    assert await asyncio.to_thread(asr_pool.wait_idle, 30)
+    decode = asyncio.create_task(timed.transcribe(pcm, 8000))
+    await asyncio.sleep(0)  # submitted; it is dropped if still queued, else it stops after its stage
+    decode.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await decode
+    assert await asyncio.to_thread(asr_pool.wait_idle, 30)
+    assert timed.aborted_decodes <= 1
+    async with asyncio.timeout(30):  # the worker is free and the next decode is whole
+        transcript = await timed.transcribe(pcm, 8000)
+    assert {"book", "cleaning"} <= words(transcript.text)

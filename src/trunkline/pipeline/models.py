@@ -17,6 +17,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from trunkline.logs import get_logger
+from trunkline.pipeline.piper_stream import (
+    MIN_MATCH_DB,
+    StreamSettings,
+    StreamVoice,
+    check_stream_voice,
+    load_stream_voice,
+)
 
 log = get_logger("trunkline.pipeline.models")
 T = TypeVar("T")
@@ -122,6 +129,8 @@ def piper_voice_paths() -> tuple[Path, Path]:
 _load_lock = threading.Lock()
 _whisper: dict[tuple[str, int, int], Any] = {}
 _piper: dict[tuple[str, int], Any] = {}
+_piper_stream: dict[tuple[str, int, StreamSettings], StreamVoice | None] = {}
+_split_lock = threading.Lock()  # not _load_lock: whisper may load while a voice is split (seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +175,20 @@ class PiperSpec:
     intra_op_threads: int = 2
 
 
+def _piper_session(model: str | bytes, threads: int) -> Any:
+    """An onnxruntime CPU session with `threads` intra-op threads and no spin-waiting."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # idle onnxruntime workers otherwise spin-wait between ops: with 2 threads on a 2-core box
+    # shared with ASR and media that burns ~60% more CPU and makes first audio slower
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+
+
 def piper_voice(spec: PiperSpec) -> Any:
     """The process's `piper.PiperVoice` for `spec`, loaded on first use (blocking, seconds).
     Built directly (not `PiperVoice.load`) so onnxruntime's thread count is ours to bound."""
@@ -173,21 +196,11 @@ def piper_voice(spec: PiperSpec) -> Any:
     with _load_lock:
         voice = _piper.get(key)
         if voice is None:
-            import onnxruntime
             from piper import PiperVoice
             from piper.config import PiperConfig
 
             try:
-                options = onnxruntime.SessionOptions()
-                options.intra_op_num_threads = spec.intra_op_threads
-                options.inter_op_num_threads = 1
-                # idle onnxruntime workers otherwise spin-wait between ops: with 2 threads on a 2-core box
-                # shared with ASR and media that burns ~60% more CPU and makes first audio slower
-                options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-                session = onnxruntime.InferenceSession(
-                    spec.model_path, sess_options=options, providers=["CPUExecutionProvider"]
-                )
+                session = _piper_session(spec.model_path, spec.intra_op_threads)
                 config = PiperConfig.from_dict(json.loads(Path(spec.config_path).read_text("utf-8")))
             except Exception as exc:
                 raise ModelLoadError(f"cannot load piper voice {spec.model_path}: {exc}") from exc
@@ -195,3 +208,35 @@ def piper_voice(spec: PiperSpec) -> Any:
             log.info("models.piper_loaded", sample_rate_hz=config.sample_rate, threads=spec.intra_op_threads)
             _piper[key] = voice
         return voice
+
+
+def piper_stream_voice(
+    spec: PiperSpec, settings: StreamSettings, cache_dir: str | None
+) -> StreamVoice | None:
+    """The process's split of `spec`'s voice for chunked synthesis (see piper_stream), loaded and checked on
+    first use: None, logged once, when it cannot be split or its chunks do not match the whole-sentence
+    output; the caller then synthesizes whole sentences as before."""
+    voice = piper_voice(spec)
+    key = (spec.model_path, spec.intra_op_threads, settings)
+    with _split_lock:
+        if key in _piper_stream:
+            return _piper_stream[key]
+        stream: StreamVoice | None = None
+        try:
+            stream = load_stream_voice(
+                spec.model_path, cache_dir, lambda m: _piper_session(m, spec.intra_op_threads),
+                int(voice.config.hop_length),
+            )  # fmt: skip
+            whole_db, chunked_db = check_stream_voice(stream, voice, settings)
+            if min(whole_db, chunked_db) < MIN_MATCH_DB:
+                log.warning("models.piper_stream_mismatch", whole_db=whole_db, chunked_db=chunked_db)
+                stream = None
+            else:
+                log.info(
+                    "models.piper_stream_loaded", whole_db=round(whole_db, 1), chunked_db=round(chunked_db, 1)
+                )
+        except Exception as exc:  # any failure leaves the whole-sentence path, which works
+            log.warning("models.piper_stream_unavailable", error=type(exc).__name__, reason=str(exc)[:200])
+            stream = None
+        _piper_stream[key] = stream
+        return stream

