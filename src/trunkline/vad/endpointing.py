@@ -17,7 +17,18 @@ import numpy as np
 from trunkline.vad.segmenter import SilenceStarted, SpeechEnded
 
 FILLER_WORDS = frozenset({"um", "umm", "uh", "uhh", "er", "erm", "uhm", "hmm", "hm", "mm", "ah", "eh"})
-CONTINUATION_WORDS = FILLER_WORDS | frozenset(
+# prepositions that rarely end a statement
+PREPOSITIONS = frozenset(
+    {
+        "to", "of", "for", "with", "from", "at", "by", "about", "into", "onto", "between", "after", "before",
+        "as", "per", "via",
+    }
+)  # fmt: skip
+# closed-class words that rarely end a statement either ("... my subscription without?")
+MORE_PREPOSITIONS = frozenset(
+    {"without", "during", "whether", "toward", "towards", "against", "among", "upon"}
+)  # fmt: skip
+CONTINUATION_WORDS = FILLER_WORDS | PREPOSITIONS | MORE_PREPOSITIONS | frozenset(
     {
         # conjunctions and clause openers
         "and", "or", "but", "so", "because", "cause", "if", "when", "while", "than", "then", "that",
@@ -25,15 +36,19 @@ CONTINUATION_WORDS = FILLER_WORDS | frozenset(
         # articles, possessives, determiners
         "the", "a", "an", "my", "your", "our", "their", "his", "her", "its", "this", "these", "those",
         "some", "any", "every", "each", "no",
-        # prepositions that rarely end a statement
-        "to", "of", "for", "with", "from", "at", "by", "about", "into", "onto", "between", "after", "before",
-        "as", "per", "via",
         # auxiliaries and subjects that need a continuation
         "is", "are", "was", "were", "am", "be", "been", "have", "has", "had", "will", "would", "can", "could",
         "should", "shall", "may", "might", "must", "do", "does", "did", "i", "i'm", "we", "we're", "you're",
         "very", "really", "just", "maybe",
     }
 )  # fmt: skip
+# The rules below were written from early cuts on bench/endpointing.py's tuning set (4 of 7 fixed there); on
+# its held-out set they change nothing. Turn-holding phrases: a caller who ends on these is about to say
+# more ("Yes, I think, ..." / "Hmm, let me think, ..."), even when the ASR writes a full stop after them.
+HOLDING_PHRASES = (("let", "me", "think"), ("let", "me", "see"), ("i", "think"), ("i", "mean"))
+# An object pronoun right after a preposition, with an unsure last word, is the ASR finishing a cut-off
+# phrase ("... a table for" → "... a table for it.") more often than the caller's last word.
+OBJECT_PRONOUNS = frozenset({"it", "them", "him", "her", "me", "us", "you", "that", "this"})
 _INCOMPLETE_TAILS = (",", ";", ":", "-", "–", "—", "…", "...")
 _WORD = re.compile(r"[a-z0-9']+")
 
@@ -44,12 +59,16 @@ class Completeness(Enum):
     UNKNOWN = "unknown"
 
 
-def classify_text(text: str | None, continuation_words: frozenset[str] = CONTINUATION_WORDS) -> Completeness:
+def classify_text(
+    text: str | None,
+    continuation_words: frozenset[str] = CONTINUATION_WORDS,
+    holding_phrases: tuple[tuple[str, ...], ...] = HOLDING_PHRASES,
+) -> Completeness:
     """Does the transcript so far look like a finished turn?
 
-    '?'/'!' or '.' after an ordinary word → COMPLETE; a trailing comma/dash/ellipsis or a last word that
-    needs a continuation (conjunction, filler, article, preposition) → INCOMPLETE; no text, or no
-    punctuation → UNKNOWN.
+    '?'/'!' or '.' after an ordinary word → COMPLETE; a trailing comma/dash/ellipsis, a last word that
+    needs a continuation (conjunction, filler, article, preposition) or one of `holding_phrases` ("let me
+    think") → INCOMPLETE; no text, or no punctuation → UNKNOWN.
     """
     if text is None:
         return Completeness.UNKNOWN
@@ -59,9 +78,16 @@ def classify_text(text: str | None, continuation_words: frozenset[str] = CONTINU
         return Completeness.UNKNOWN
     if stripped.endswith(_INCOMPLETE_TAILS) or words[-1] in continuation_words:
         return Completeness.INCOMPLETE
+    if any(tuple(words[-len(phrase) :]) == phrase for phrase in holding_phrases):
+        return Completeness.INCOMPLETE
     if stripped.endswith((".", "?", "!")):
         return Completeness.COMPLETE
     return Completeness.UNKNOWN
+
+
+def _object_after_preposition(words: list[str], object_pronouns: frozenset[str]) -> bool:
+    """A trailing "... for it": the pattern an ASR uses to finish a phrase the caller paused in."""
+    return len(words) >= 2 and words[-1] in object_pronouns and words[-2] in PREPOSITIONS | MORE_PREPOSITIONS
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +113,11 @@ class EndpointConfig:
     # disables. Defaults chosen on bench/endpointing.py's tuning set only (see its docstring).
     max_untranscribed_ms: int | None = 150
     continuation_words: frozenset[str] = CONTINUATION_WORDS
+    # text ending in one of these phrases counts as INCOMPLETE (see HOLDING_PHRASES)
+    holding_phrases: tuple[tuple[str, ...], ...] = HOLDING_PHRASES
+    # complete-looking text ending in preposition + one of these, with a last word below
+    # `sure_complete_confidence`, counts as UNKNOWN (see OBJECT_PRONOUNS); empty turns the rule off
+    object_pronouns: frozenset[str] = OBJECT_PRONOUNS
 
     def hangover_ms(self, completeness: Completeness) -> int:
         if completeness is Completeness.COMPLETE:
@@ -159,18 +190,23 @@ class Endpointer:
         if self._silence_start_s is None:
             return
         cfg = self.config
-        completeness = classify_text(text, cfg.continuation_words)
+        completeness = classify_text(text, cfg.continuation_words, cfg.holding_phrases)
         if completeness is not Completeness.COMPLETE:
             self._set(completeness)
-        elif (last_word_confidence is not None and last_word_confidence < cfg.min_complete_confidence) or (
-            untranscribed_s is not None
-            and cfg.max_untranscribed_ms is not None
-            and untranscribed_s * 1000 > cfg.max_untranscribed_ms
+            return
+        words = _WORD.findall((text or "").lower().replace("’", "'"))
+        unsure = last_word_confidence is not None and last_word_confidence < cfg.sure_complete_confidence
+        if (
+            (last_word_confidence is not None and last_word_confidence < cfg.min_complete_confidence)
+            or (
+                untranscribed_s is not None
+                and cfg.max_untranscribed_ms is not None
+                and untranscribed_s * 1000 > cfg.max_untranscribed_ms
+            )
+            or (unsure and _object_after_preposition(words, cfg.object_pronouns))
         ):
             self._set(Completeness.UNKNOWN)
-        elif (last_word_confidence is not None and last_word_confidence < cfg.sure_complete_confidence) or (
-            len(_WORD.findall((text or "").lower())) < cfg.min_complete_words
-        ):
+        elif unsure or len(words) < cfg.min_complete_words:
             self._set(completeness, max(cfg.complete_hangover_ms, cfg.doubtful_complete_hangover_ms))
         else:
             self._set(completeness)
