@@ -7,16 +7,21 @@ import itertools
 
 from bench.barge_in import (
     FRAME_NS,
+    agent_call_ids,
     backchannel_outcome,
     first_halt,
     first_loud_sent,
+    largest_stall_ms,
     last_loud_before,
     longest_quiet_ms,
+    loud_offsets_ms,
+    loud_run_before,
     loud_times,
     onset_to_ms,
     plan,
     rate_pct,
     reply_shape,
+    send_stalls,
     server_events,
     silent_runs,
     spurt_start,
@@ -170,7 +175,67 @@ def test_server_events_from_console_and_json_log_lines() -> None:
         "barge_in": ["long_burst", "words"],
         "resume_cut": 1,
         "backchannel_ignored": 1,
+        "decode_ms": [],
     }
+
+
+A, B = "9432966a-6959-4e97-a9e4-c9f6c9408540", "006acaa8-c385-4cb7-8970-b620b5a96c62"
+
+
+def test_server_events_of_one_call_and_its_decode_times() -> None:
+    lines = [
+        "18:16:02Z [info ] sip.call_admitted call_id=7f07da899827460dbee06468e53628d2@127.0.0.1",
+        f"18:16:02Z [debug] agent.speaking   call_id={A} tenant_id=bench",
+        f"18:16:03Z [debug] agent.speaking   call_id={B} tenant_id=bench",
+        f"18:16:04Z [info ] agent.barge_in   call_id={A} cut=1 reason=long_burst",
+        f"18:16:05Z [debug] agent.decoded    call_id={B} decode_ms=551 final=False",
+        f'{{"event": "agent.decoded", "call_id": "{A}", "decode_ms": 392, "final": false}}',
+        f"18:16:06Z [info ] agent.barge_in   call_id={B} cut=0 reason=words",
+    ]
+    assert agent_call_ids(lines) == [A, B]  # in order of appearance; the SIP Call-ID is not an agent's
+    assert server_events(lines, A) == {
+        "barge_in": ["long_burst"], "resume_cut": 0, "backchannel_ignored": 0, "decode_ms": [392]
+    }  # fmt: skip
+    assert server_events(lines, B)["barge_in"] == ["words"] and server_events(lines, B)["decode_ms"] == [551]
+    assert server_events(lines)["barge_in"] == ["long_burst", "words"]
+
+
+def test_loud_offsets_are_where_the_reply_is_loud_from_before_to_after() -> None:
+    # loud 0-39, a gap at 40-44, loud 45-99; 20 ms frames: offsets need 3 loud frames before, 10 after
+    levels = [SPEECH] * 40 + [SILENT] * 5 + [SPEECH] * 55
+    offsets = loud_offsets_ms(packets(levels, start_ns=at(7)), at(7), window_ms=(0.0, 5000.0))
+    frames = [round(o / 20) for o in offsets]
+    assert frames == list(range(0, 30)) + list(range(48, 90))
+    assert loud_offsets_ms(packets(levels), 0, window_ms=(300.0, 700.0)) == [
+        float(20 * f) for f in range(15, 30)
+    ]
+    assert loud_offsets_ms([], 0) == []
+
+
+@given(st.lists(st.sampled_from([SPEECH, FADE, SILENT]), max_size=120))
+def test_every_loud_offset_has_only_loud_packets_around_it(levels: list[float]) -> None:
+    arrivals = packets(levels)
+    for offset in loud_offsets_ms(arrivals, 0, window_ms=(0.0, 10_000.0)):
+        near = [lvl for t, lvl in arrivals if offset - 60.0 <= t / 1e6 <= offset + 200.0]
+        assert len(near) == 14 and all(lvl == SPEECH for lvl in near)
+
+
+def test_loud_run_before_needs_the_last_packets_to_be_loud() -> None:
+    arrivals = packets([SPEECH, SPEECH, FADE, SPEECH, SPEECH, SPEECH, SILENT])
+    assert loud_run_before(arrivals, at(5))
+    assert not loud_run_before(arrivals, at(4))  # the fade is among the last three
+    assert not loud_run_before(arrivals, at(6))
+    assert not loud_run_before(arrivals, at(1))  # fewer than three packets so far
+
+
+def test_send_stalls_and_the_largest_in_a_window() -> None:
+    times = [0, 20, 40, 140, 141, 142, 160, 180, 250]  # ms: a 100 ms stall, its burst, then a 70 ms one
+    sent = [SentFrame(i, t * 1_000_000, -20.0) for i, t in enumerate(times)]
+    stalls = send_stalls(sent)
+    assert stalls == [(140_000_000, 100.0), (250_000_000, 70.0)]
+    assert largest_stall_ms(stalls, 0, 300_000_000) == 100.0
+    assert largest_stall_ms(stalls, 200_000_000, 300_000_000) == 70.0
+    assert largest_stall_ms(stalls, 0, 100_000_000) == 0.0
 
 
 def test_plan_is_a_seeded_shuffle_with_the_asked_counts() -> None:

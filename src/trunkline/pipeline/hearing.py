@@ -16,11 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 from trunkline.logs import get_logger
-from trunkline.pipeline.asr import SpeechRecognizer
+from trunkline.pipeline.asr import SpeechRecognizer, Word
 from trunkline.pipeline.latency import TurnLatency
 from trunkline.pipeline.speaker import Speaker
 from trunkline.pipeline.work import CallerTurn, Prompt, WorkItem
 from trunkline.vad.bargein import (
+    SHORT_INTERRUPTIONS,
     BargeInAction,
     BargeInDecision,
     BargeInPolicy,
@@ -54,6 +55,21 @@ def likely_hallucination(text: str, no_speech_prob: float | None) -> bool:
     if any(phrase in norm for phrase in _NEVER_SPOKEN):
         return True
     return norm in _GENERIC and no_speech_prob is not None and no_speech_prob >= NO_SPEECH_DROP
+
+
+UNSURE_MAX_WORDS = 3
+UNSURE_WORD_PROB = 0.5
+
+
+def unsure_backchannel(text: str, words: tuple[Word, ...] | None) -> bool:
+    """Words (not a backchannel) in a short transcript whose every word whisper doubts: what tiny whisper
+    makes of a hummed backchannel ("Mm-hmm." -> "in a month.", "Mhm." -> "and may chant.") or of a clipped
+    first word ("Wait," -> "weight"); not words to stop and answer on their own."""
+    if not words or len(words) > UNSURE_MAX_WORDS or classify_burst(text) is not TranscriptKind.WORDS:
+        return False
+    if any(token in SHORT_INTERRUPTIONS for token in re.findall(r"[a-z']+", text.lower())):
+        return False
+    return max(w.probability for w in words) < UNSURE_WORD_PROB
 
 
 class Hearing:
@@ -186,6 +202,7 @@ class Hearing:
 
     async def _decode(self, request: DecodeRequest) -> None:
         text = ""
+        unsure = False  # a transcript not to act on: the barge-in policy waits (holds) instead
         timing: dict[str, float] = {}
         try:
             async with self._asr_lock:  # one decode per call at a time; stale ones drop while waiting
@@ -196,6 +213,15 @@ class Hearing:
             if likely_hallucination(text, result.no_speech_prob):
                 log.info("agent.asr_hallucination_dropped", words=len(text.split()))
                 text = ""
+            elif (
+                (self._speaker.speaking or self._during_playback)
+                and not self._interrupted
+                and unsure_backchannel(text, result.words)
+            ):  # over the agent, in a burst too short to interrupt: a misheard backchannel, or the start of
+                # a sentence ("Wait, ..."); not a turn to answer, and the policy holds until the hold ends or
+                # the caller says more
+                log.info("agent.asr_unsure_dropped", words=len(text.split()))
+                text, unsure = "", True
             elif result.words:  # the endpointer weighs how sure the ASR is of the last word
                 last = result.words[-1]
                 timing = {"last_word_confidence": last.probability,
@@ -209,7 +235,7 @@ class Hearing:
         now = self._clock()
         log.debug("agent.decoded", request_id=request.request_id, final=request.final,
                   decode_ms=round(1000 * (now - request.audio_end_s)))  # fmt: skip
-        if self._speaker.speaking or self._during_playback:
+        if (self._speaker.speaking or self._during_playback) and not unsure:
             for decision in self._barge_in.on_transcript(text, now):
                 self._on_barge_in(decision)
         for event in self._listener.on_transcript(request.request_id, text, now, **timing):
