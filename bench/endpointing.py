@@ -47,7 +47,7 @@ import numpy as np
 import soxr
 
 from trunkline.codecs.g711 import ulaw_decode, ulaw_encode
-from trunkline.vad.bargein import BargeInAction, BargeInPolicy
+from trunkline.vad.bargein import BargeInAction, BargeInPolicy, BargeInState
 from trunkline.vad.endpointing import DecodeRequest, EndpointConfig, Endpointer
 from trunkline.vad.listener import TurnEnded, TurnListener, agent_segmenter
 from trunkline.vad.segmenter import (
@@ -208,14 +208,16 @@ class Models:
         loud = np.flatnonzero(np.abs(pcm8.astype(np.int32)) > 0.02 * np.abs(pcm8).max())
         return pcm8[loud[0] : loud[-1] + 1]
 
-    def transcribe(self, audio: np.ndarray) -> dict[str, Any]:
-        """{"text", "last_word_p", "after_last_word_s" (None without words), "decode_ms"}; cached by audio."""
-        key = "whisper|fitted-words-v2|window6|" + hashlib.sha1(audio.tobytes()).hexdigest()
-        result: dict[str, Any] = _cached(key, ".json", lambda: self._transcribe(audio))
+    def transcribe(self, audio: np.ndarray, over_agent: bool = False) -> dict[str, Any]:
+        """{"text", "last_word_p", "after_last_word_s" (None without words), "decode_ms"}, with `over_agent`
+        also "unsure" (the agent would not act on the text while it speaks); cached by audio."""
+        version = "over-agent-v1" if over_agent else "fitted-words-v2"
+        key = f"whisper|{version}|window6|" + hashlib.sha1(audio.tobytes()).hexdigest()
+        result: dict[str, Any] = _cached(key, ".json", lambda: self._transcribe(audio, over_agent))
         self.decode_ms.append(result["decode_ms"])
         return result
 
-    def _transcribe(self, audio: np.ndarray) -> dict[str, Any]:
+    def _transcribe(self, audio: np.ndarray, over_agent: bool) -> dict[str, Any]:
         """The agent's ASR: LocalWhisper(cpu_threads=2, fitted_window=True) plus word timings, and the
         agent's hallucination filter."""
         if self._whisper is None:
@@ -225,17 +227,18 @@ class Models:
             self._whisper = LocalWhisper(
                 BoundedPool("asr", 1, 1), cpu_threads=2, fitted_window=True, word_timestamps=True
             )
-        from trunkline.pipeline.hearing import likely_hallucination
+        from trunkline.pipeline.hearing import likely_hallucination, unsure_backchannel
 
         t = self._whisper.transcribe_blocking(audio, RATE_HZ)
         text = "" if likely_hallucination(t.text, t.no_speech_prob) else t.text
         last = t.words[-1] if t.words and text else None
-        return {
+        result = {
             "text": text,
             "last_word_p": None if last is None else last.probability,
             "after_last_word_s": None if last is None else audio.size / RATE_HZ - last.end_s,
             "decode_ms": t.processing_ms,
         }
+        return result | {"unsure": unsure_backchannel(text, t.words)} if over_agent else result
 
 
 def telephone(parts: list[tuple[np.ndarray | None, int]], rng: random.Random) -> np.ndarray:
@@ -285,11 +288,11 @@ def replay(
     listener: TurnListener,
     asr: Callable[[DecodeRequest], dict[str, Any]] | None,
     latency_s: float,
-    on_events: Callable[[list[Any], float, str | None], None],
+    on_events: Callable[[list[Any], float, dict[str, Any] | None], None],
     until: Callable[[], object] | None = None,
 ) -> None:
-    """Frames every 20 ms, ASR results `latency_s` after each request, deadlines polled exactly; stops
-    early once `until()` is true."""
+    """Frames every 20 ms, ASR results `latency_s` after each request (handed to `on_events` with the events
+    they cause), deadlines polled exactly; stops early once `until()` is true."""
     vad = WebRtcVad(RATE_HZ, 2)
     due: list[tuple[float, int, dict[str, Any]]] = []
     n_frames = audio.size // FRAME
@@ -300,10 +303,10 @@ def replay(
         first_due = due[0][0] if due else None
         now = min(x for x in (frame_t, deadline, first_due) if x is not None)
         events: list[Any]
-        text: str | None = None
+        delivered: dict[str, Any] | None = None
         if first_due is not None and now == first_due:
             _, request_id, result = due.pop(0)
-            text = result["text"]
+            delivered = result
             events = listener.on_transcript(
                 request_id, result["text"], now, result["last_word_p"], result.get("after_last_word_s")
             )
@@ -316,7 +319,7 @@ def replay(
         for ev in events:
             if isinstance(ev, DecodeRequest) and asr is not None:
                 due.append((now + latency_s, ev.request_id, asr(ev)))
-        on_events(events, now, text)
+        on_events(events, now, delivered)
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -330,7 +333,9 @@ def endpoint_run(utterances: list[Any], asr: Any, latency_s: float, config: Endp
     for audio, true_end, _ in utterances:
         decided: list[float] = []
 
-        def collect(events: list[Any], now: float, _text: str | None, decided: list[float] = decided) -> None:
+        def collect(
+            events: list[Any], now: float, _result: dict[str, Any] | None, decided: list[float] = decided
+        ) -> None:
             nonlocal requests
             requests += sum(isinstance(e, DecodeRequest) for e in events)
             decided.extend(now for e in events if isinstance(e, TurnEnded))
@@ -374,17 +379,18 @@ def bargein_one(audio: np.ndarray, models: Models, latency_s: float, policy: Bar
     policy.agent_started(0.0)
     decisions: list[tuple[BargeInAction, float]] = []
 
-    def feed(events: list[Any], now: float, text: str | None) -> None:
+    def feed(events: list[Any], now: float, result: dict[str, Any] | None) -> None:
         decided = policy.poll(now)
-        if text is not None:
-            decided += policy.on_transcript(text, now)
+        # as the agent does (pipeline/hearing.py): a doubted scrap over the agent does not reach the policy
+        if result is not None and not (result["unsure"] and policy.state is not BargeInState.INTERRUPTED):
+            decided += policy.on_transcript(result["text"], now)
         for ev in events:
             if isinstance(ev, SEGMENT_EVENTS):
                 decided += policy.on_segment(ev)
         decisions.extend((d.action, d.now_s) for d in decided)
 
     listener = TurnListener(agent_segmenter(), Endpointer())
-    replay(audio, listener, lambda r: models.transcribe(r.audio), latency_s, feed)
+    replay(audio, listener, lambda r: models.transcribe(r.audio, over_agent=True), latency_s, feed)
     return decisions
 
 
