@@ -119,7 +119,8 @@ class StreamTimeline:
             drift = d_ts / self._clock - (arrival - self._max_arrival)
             if restart or d_ts <= 0 or abs(drift) > self._resync_s:
                 self._resyncs += 1
-                mapped = self._arrival_position(arrival)
+                # room for the packets between (they may still come, and must play before this one)
+                mapped = max(self._arrival_position(arrival), self._max_mapped + step * self._pkt_samples)
                 d_ts = 0
         if step == 1 and 0 < d_ts <= 6 * self._frame:
             if d_ts == self._pkt_candidate:  # the same spacing twice in a row: that is the ptime
