@@ -1,4 +1,8 @@
-"""Suite-wide settings: hypothesis profiles that suit a shared, noisy 2-core machine."""
+"""Suite-wide settings: hypothesis profiles that suit a shared, noisy 2-core machine.
+
+The suite draws the same examples on every run (derandomize): a red run is a regression, not an unlucky draw.
+`HYPOTHESIS_PROFILE=explore` searches many more random examples, to look for new counterexamples.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,12 @@ import os
 
 from hypothesis import HealthCheck, settings
 
+SLOW_OK = [HealthCheck.too_slow]
 settings.register_profile(
-    "default", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]
+    "default", max_examples=200, derandomize=True, deadline=None, suppress_health_check=SLOW_OK
 )
-settings.register_profile("ci", deadline=None, max_examples=100, suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("ci" if os.environ.get("CI") else "default")
+settings.register_profile(
+    "ci", max_examples=100, derandomize=True, deadline=None, suppress_health_check=SLOW_OK
+)
+settings.register_profile("explore", max_examples=3000, deadline=None, suppress_health_check=SLOW_OK)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default"))

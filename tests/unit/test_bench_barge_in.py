@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import itertools
 
-from bench.barge_in import (
+from bench.barge_in import plan
+from bench.barge_in_scoring import (
     FRAME_NS,
     agent_call_ids,
     backchannel_outcome,
@@ -18,7 +19,6 @@ from bench.barge_in import (
     loud_run_before,
     loud_times,
     onset_to_ms,
-    plan,
     rate_pct,
     reply_shape,
     send_stalls,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from bench.capacity import headline, linear_slope, spacing_summary, verdict
+from bench.capacity_analysis import headline, linear_slope, spacing_summary, verdict
 from hypothesis import given
 from hypothesis import strategies as st
 
