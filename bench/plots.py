@@ -42,11 +42,7 @@ def jitter_timeline(out_dir: Path, jitter: dict[str, Any]) -> list[str]:
         twin.set_ylabel("impaired frames / s")
         ax.legend(loc="upper left", fontsize=7)
     axes[-1, 0].set_xlabel("trace time (s)")
-    fig.tight_layout()
-    name = "jitter_timeline.png"
-    fig.savefig(out_dir / name, dpi=90)
-    plt.close(fig)
-    return [name]
+    return _save(fig, out_dir, "jitter_timeline.png")
 
 
 def jitter_tradeoff(
@@ -83,11 +79,7 @@ def jitter_tradeoff(
     ax.set_title("Jitter buffer: delay vs concealment (lower-left is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    name = "jitter_tradeoff.png"
-    fig.savefig(out_dir / name, dpi=90)
-    plt.close(fig)
-    return [name]
+    return _save(fig, out_dir, "jitter_tradeoff.png")
 
 
 def capacity_cpu(out_dir: Path, capacity: dict[str, Any]) -> list[str]:
@@ -143,11 +135,7 @@ def capacity_cpu(out_dir: Path, capacity: dict[str, Any]) -> list[str]:
     handles = ax.get_legend_handles_labels()
     more = twin.get_legend_handles_labels()
     ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="upper left")
-    fig.tight_layout()
-    name = "capacity_cpu.png"
-    fig.savefig(out_dir / name, dpi=90)
-    plt.close(fig)
-    return [name]
+    return _save(fig, out_dir, "capacity_cpu.png")
 
 
 def latency_cdf(
@@ -187,11 +175,7 @@ def latency_cdf(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    filename = f"{name}.png"
-    fig.savefig(out_dir / filename, dpi=90)
-    plt.close(fig)
-    return [filename]
+    return _save(fig, out_dir, f"{name}.png")
 
 
 def _samples(raw: dict[str, Any], step: str, key: str) -> list[float]:
@@ -234,3 +218,11 @@ def write_all(out_dir: Path, raw: dict[str, Any]) -> list[str]:
             out_dir, "tts_first_audio_cdf", {"piper": tts}, "TTS time to first audio", "ms", target_ms=60.0
         )
     return files
+
+
+def _save(fig: Any, out_dir: Path, filename: str) -> list[str]:
+    """Lay out, write `filename` into `out_dir`, free the figure; the list of files written."""
+    fig.tight_layout()
+    fig.savefig(out_dir / filename, dpi=90)
+    _pyplot().close(fig)
+    return [filename]
