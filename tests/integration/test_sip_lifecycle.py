@@ -31,6 +31,7 @@ def test_sigterm_drains_calls_and_unregisters(tmp_path: Path) -> None:
                     S.answered_call(hold_ms=3000, ringing_optional=True),
                     f"127.0.0.1:{kam.pstn_port}",
                     name="long",
+                    extra=S.LATE_PROVISIONAL_OK,
                 )
             )
         )

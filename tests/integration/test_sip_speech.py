@@ -45,7 +45,9 @@ def test_caller_speech_is_recorded_and_digits_arrive(tmp_path: Path) -> None:
     with trunk_and_server(tmp_path, {"+15550100": "alice"}) as (kam, srv):
         hold_ms = int(len(speech) / 8) + 500
         scn = S.answered_call(S.play_pcap(str(pcap)), hold_ms=hold_ms, ringing_optional=True)
-        result = run_sipp(tmp_path, scn, f"127.0.0.1:{kam.pstn_port}", timeout_s=60)
+        result = run_sipp(
+            tmp_path, scn, f"127.0.0.1:{kam.pstn_port}", timeout_s=60, extra=S.LATE_PROVISIONAL_OK
+        )
         assert result.returncode == 0, result.errors + result.stdout
         (summary,) = srv.wait_summaries(1, 10)
     assert summary["dtmf"] == "42"

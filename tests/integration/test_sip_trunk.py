@@ -124,7 +124,10 @@ def test_pstn_call_reaches_us_through_the_trunk(kamailio: KamailioTrunk, tmp_pat
         assert wait_until(lambda: registered(srv), 10), srv.log_text()
         pstn = f"127.0.0.1:{kamailio.pstn_port}"
         result = run_sipp(
-            tmp_path, S.answered_call(hold_ms=1500, ringing_optional=True), pstn, extra=["-rtp_echo"]
+            tmp_path,
+            S.answered_call(hold_ms=1500, ringing_optional=True),
+            pstn,
+            extra=["-rtp_echo", *S.LATE_PROVISIONAL_OK],
         )
         assert result.returncode == 0, result.errors + result.stdout
         (summary,) = srv.wait_summaries(1, 10)
