@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.peers.kamailio import free_udp_port
+from tests.peers.sipp import free_udp_block
 
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 _rtp_base = [32000 + (os.getpid() % 200) * 100]
@@ -182,7 +183,7 @@ def run_sipp(
     err = workdir / f"{name}_errors.log"
     stat = workdir / f"{name}_stat.csv"
     port = free_udp_port()
-    media_port = free_udp_port()
+    media_port = free_udp_block()  # apart from `port` (two free_udp_port() calls can return the same port)
     cmd = [
         SIPP,
         target,
