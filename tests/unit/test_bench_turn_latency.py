@@ -4,16 +4,14 @@ the agent's, the CPU normalisation, the server log parsing, and the scripted cal
 from __future__ import annotations
 
 import numpy as np
+from bench.agent_harness import log_numbers, parse_turn_latency, server_view
 from bench.sip_caller import SentFrame, frame_dbfs, noise_floor, parse_sip, sdp_audio_target
 from bench.turn_latency import (
     cpu_per_2s,
     first_speech_after,
     last_speech_ns,
-    log_numbers,
-    parse_turn_latency,
     percentiles,
     reply_heard,
-    server_view,
 )
 from hypothesis import given
 from hypothesis import strategies as st
