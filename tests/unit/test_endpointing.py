@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pytest
@@ -434,3 +434,28 @@ def test_listener_subtracts_the_trailing_silence_from_the_audio_after_the_last_w
     assert listener.endpointer.completeness is U
     listener.on_transcript(req.request_id, "That is all.", 1.12, 0.9, 0.04 + 0.05)
     assert listener.endpointer.completeness is C
+
+
+def test_the_wait_for_a_doubted_last_word_grows_with_the_doubt() -> None:
+    """Between unsure_floor_confidence and min_complete_confidence the hangover ramps from the doubtful one
+    to the unknown one: 0.49 and 0.1 are not the same evidence."""
+    cfg = EndpointConfig(
+        complete_hangover_ms=200, unknown_hangover_ms=800, min_complete_confidence=0.5,
+        unsure_floor_confidence=0.3, sure_complete_confidence=0.9, doubtful_complete_hangover_ms=450,
+    )  # fmt: skip
+    ep = Endpointer(cfg)
+    ep.speech_started(0.0)
+    ep.silence_started(1.0)
+    waits = []
+    for p in (0.5, 0.49, 0.4, 0.3, 0.29, 0.1):
+        ep.set_text("Can you tell me your opening hours on setter day?", p)
+        waits.append(round(ep.hangover_ms))
+    assert waits == [450, 468, 625, 800, 800, 800]
+    assert ep.completeness is U
+    ramp_off = Endpointer(replace(cfg, unsure_floor_confidence=None))
+    ramp_off.speech_started(0.0)
+    ramp_off.silence_started(1.0)
+    ramp_off.set_text("Can you tell me your opening hours on setter day?", 0.49)
+    assert ramp_off.hangover_ms == 800
+    ep.set_text("My card was declined in.", 0.45, untranscribed_s=0.3)  # dropped speech: no ramp
+    assert ep.hangover_ms == 800

@@ -101,6 +101,12 @@ class EndpointConfig:
     # complete-looking text whose last word the ASR is less sure of counts as UNKNOWN (tiny ASR models
     # "finish" a cut-off phrase: "declined and" → "declined in.")
     min_complete_confidence: float = 0.5
+    # ... but between this and `min_complete_confidence` the wait scales with the doubt: from the doubtful
+    # hangover (at min_complete_confidence) up to the unknown one (at this floor), so a last word at 0.49
+    # is not treated like one at 0.1 (a cliff that made the same sentence wait 450 or 800 ms from decode to
+    # decode). None: no ramp. 0.3 is the lowest floor that cut no more turns early on bench/endpointing.py's
+    # tuning sets (0.2 cut one more); the held-out sets were unchanged by it.
+    unsure_floor_confidence: float | None = 0.3
     # evidence-scaled hangover: complete-looking text gets the short hangover only when its last word is
     # at least `sure_complete_confidence` likely (when the ASR gives a probability) and it has at least
     # `min_complete_words` words; otherwise `doubtful_complete_hangover_ms` ("I'd like to book a table
@@ -197,19 +203,26 @@ class Endpointer:
         words = _WORD.findall((text or "").lower().replace("’", "'"))
         unsure = last_word_confidence is not None and last_word_confidence < cfg.sure_complete_confidence
         if (
-            (last_word_confidence is not None and last_word_confidence < cfg.min_complete_confidence)
-            or (
-                untranscribed_s is not None
-                and cfg.max_untranscribed_ms is not None
-                and untranscribed_s * 1000 > cfg.max_untranscribed_ms
-            )
-            or (unsure and _object_after_preposition(words, cfg.object_pronouns))
-        ):
+            untranscribed_s is not None
+            and cfg.max_untranscribed_ms is not None
+            and untranscribed_s * 1000 > cfg.max_untranscribed_ms
+        ) or (unsure and _object_after_preposition(words, cfg.object_pronouns)):
             self._set(Completeness.UNKNOWN)
+        elif last_word_confidence is not None and last_word_confidence < cfg.min_complete_confidence:
+            self._set(Completeness.UNKNOWN, self._doubt_hangover_ms(last_word_confidence))
         elif unsure or len(words) < cfg.min_complete_words:
             self._set(completeness, max(cfg.complete_hangover_ms, cfg.doubtful_complete_hangover_ms))
         else:
             self._set(completeness)
+
+    def _doubt_hangover_ms(self, confidence: float) -> int:
+        """The hangover of complete-looking text whose last word is below min_complete_confidence."""
+        cfg = self.config
+        floor, top = cfg.unsure_floor_confidence, cfg.min_complete_confidence
+        if floor is None or confidence < floor or top <= floor:
+            return cfg.unknown_hangover_ms
+        low = max(cfg.complete_hangover_ms, cfg.doubtful_complete_hangover_ms)
+        return round(low + (top - confidence) / (top - floor) * (cfg.unknown_hangover_ms - low))
 
     def reset(self) -> None:
         self._onset_s = None
