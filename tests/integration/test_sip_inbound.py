@@ -101,7 +101,7 @@ def test_late_offer_gets_our_offer_and_answer_in_ack(server: DemoServer, tmp_pat
         S.recv(
             200,
             rrs=True,
-            extra='<action><ereg regexp="m=audio [0-9]+ RTP/AVP 0 101" search_in="body" check_it="true" '
+            extra='<action><ereg regexp="m=audio [0-9]+ RTP/AVP 0 8 9 101" search_in="body" check_it="true" '
             'assign_to="1"/></action>',
         ),
         S.ack_2xx(body=S.sdp("0 101")),

@@ -139,15 +139,13 @@ class MediaEngine:
         if self._epoll is None:
             raise RuntimeError("MediaEngine.start() has not been awaited")
         codec = create_codec(codec_name, clock_rate_hz)
-        low, high = self._jitter_delay_ms
-        jitter = JitterBuffer(codec.rtp_clock_rate_hz, FRAME_MS, min_delay_ms=low, max_delay_ms=high)
         session = RtpSession(
             codec,
             payload_type,
             remote=remote,
             learn_remote=learn_remote,
             dtmf_payload_type=dtmf_payload_type,
-            jitter=jitter,
+            jitter=self._jitter_buffer(codec.rtp_clock_rate_hz),
             inbound_max_frames=self._inbound_max_frames,
             outbound_max_s=self._outbound_max_s,
         )
@@ -164,6 +162,25 @@ class MediaEngine:
         self._sessions.append(session)
         self._socks.append(lease.rtp_socket)
         return leg
+
+    def set_codec(
+        self,
+        leg: Leg,
+        codec_name: str,
+        clock_rate_hz: int,
+        payload_type: int,
+        *,
+        dtmf_payload_type: int | None = None,
+    ) -> None:
+        """Run a leg opened for our multi-codec offer with the codec the answer chose; only before media
+        flows (same port, so the SDP we sent stays true). Raises UnsupportedCodecError, RuntimeError."""
+        codec = create_codec(codec_name, clock_rate_hz)
+        jitter = self._jitter_buffer(codec.rtp_clock_rate_hz)
+        leg.session.set_codec(codec, payload_type, dtmf_payload_type, jitter)
+
+    def _jitter_buffer(self, clock_rate_hz: int) -> JitterBuffer:
+        low, high = self._jitter_delay_ms
+        return JitterBuffer(clock_rate_hz, FRAME_MS, min_delay_ms=low, max_delay_ms=high)
 
     def _detach(self, leg: Leg) -> None:
         """Leg.close() calls this before the sockets are closed."""

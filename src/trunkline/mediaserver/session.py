@@ -99,6 +99,7 @@ class RtpSession:
         "jitter",
         "malformed",
         "outbound",
+        "outbound_max_s",
         "payload_type",
         "plc",
         "pt_marker",
@@ -135,6 +136,29 @@ class RtpSession:
         rng: random.Random | None = None,
     ) -> None:
         rng = rng or random.Random()
+        self.remote = remote
+        self._may_learn = learn_remote
+        self.outbound_max_s = outbound_max_s
+        self.inbound: deque[np.ndarray] = deque(maxlen=inbound_max_frames)
+        self.inbound_max = inbound_max_frames
+        self.dtmf_in: list[DtmfDigit] = []
+        self.dtmf_tx: deque[TelephoneEventFrame] = deque()
+        self.dtmf_tx_ts = 0
+        self.ssrc = rng.getrandbits(32)
+        self.seq = rng.getrandbits(16)
+        self.ts_base = rng.getrandbits(32)
+        self.held = False
+        self._last_received_at: float | None = None
+        self._received = self.dtmf_packets = self.comfort_noise = 0
+        self.malformed = self.foreign_source = self.unknown_payload_type = self.decode_errors = 0
+        self.sent = self.send_errors = self.dtmf_sent = self.rtcp_received = self.errors = 0
+        self.frames_audio = self.frames_concealed = self.frames_silence = self.inbound_dropped = 0
+        self._use_codec(codec, payload_type, dtmf_payload_type, jitter)
+
+    def _use_codec(
+        self, codec: Codec, payload_type: int, dtmf_payload_type: int | None, jitter: JitterBuffer | None
+    ) -> None:
+        """Everything that depends on the codec, its payload types and its rates."""
         self.codec = codec
         self.payload_type = payload_type
         self.pt_marker = payload_type | 0x80
@@ -148,8 +172,6 @@ class RtpSession:
         self.silence_pcm = np.zeros(self.frame_samples, dtype=np.int16)
         self.silence_pcm.flags.writeable = False
         self.silence_payload = codec.encode(self.silence_pcm)
-        self.remote = remote
-        self._may_learn = learn_remote
         self.dtmf_payload_type = dtmf_payload_type
         self.dtmf_decoder = TelephoneEventDecoder(clock_rate_hz=self.clock_rate_hz)
         self._rx_stats = ReceiveStats(self.clock_rate_hz)
@@ -167,24 +189,24 @@ class RtpSession:
         self.ready: deque[np.ndarray] = deque()
         self.reframing = False
         encoder = codec.encode if self.batch_codec else None  # G.711: encode each chunk once as queued
-        self.outbound = OutboundQueue(self.sample_rate_hz, self.frame_samples, outbound_max_s, encoder)
-        self.inbound: deque[np.ndarray] = deque(maxlen=inbound_max_frames)
-        self.inbound_max = inbound_max_frames
-        self.dtmf_in: list[DtmfDigit] = []
-        self.dtmf_tx: deque[TelephoneEventFrame] = deque()
-        self.dtmf_tx_ts = 0
-        self.ssrc = rng.getrandbits(32)
-        self.seq = rng.getrandbits(16)
-        self.ts_base = rng.getrandbits(32)
+        self.outbound = OutboundQueue(self.sample_rate_hz, self.frame_samples, self.outbound_max_s, encoder)
         # the second header octet of our next audio / idle packet: with the marker bit at a talkspurt's
         # start, and on the stream's first packet (also after hold)
         self.audio_second = self.idle_second = self.pt_marker
-        self.held = False
-        self._last_received_at: float | None = None
-        self._received = self.dtmf_packets = self.comfort_noise = 0
-        self.malformed = self.foreign_source = self.unknown_payload_type = self.decode_errors = 0
-        self.sent = self.send_errors = self.dtmf_sent = self.rtcp_received = self.errors = 0
-        self.frames_audio = self.frames_concealed = self.frames_silence = self.inbound_dropped = 0
+
+    def set_codec(
+        self,
+        codec: Codec,
+        payload_type: int,
+        dtmf_payload_type: int | None = None,
+        jitter: JitterBuffer | None = None,
+    ) -> None:
+        """Switch codec before any media flowed: our offer listed several codecs and the answer chose one.
+        The silence frames played out meanwhile are dropped. Raises RuntimeError once media has flowed."""
+        if self.received or self.sent or self.outbound.queued_samples or self.held:
+            raise RuntimeError("a leg's codec can only change before media flows")
+        self.inbound.clear()
+        self._use_codec(codec, payload_type, dtmf_payload_type, jitter)
 
     # ------------------------------------------------------------------ receive
 

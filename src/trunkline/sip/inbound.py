@@ -20,7 +20,6 @@ from sippy.CCEvents import (
     CCEventUpdate,
 )
 from sippy.MsgBody import MsgBody
-from sippy.UA import UA
 
 from trunkline.logs import get_logger
 from trunkline.sip.calls import (
@@ -36,8 +35,16 @@ from trunkline.sip.calls import (
     MediaChanged,
     Rejected,
 )
-from trunkline.sip.sdp import SdpError, build_answer, build_offer, negotiate, parse_audio, renegotiate
-from trunkline.sip.stack import ALLOW, CONTACT_USER, KNOWN_METHODS, Dialog
+from trunkline.sip.sdp import (
+    SdpError,
+    build_answer,
+    build_offer,
+    negotiate,
+    negotiate_answer,
+    parse_audio,
+    renegotiate,
+)
+from trunkline.sip.stack import ALLOW, CONTACT_USER, KNOWN_METHODS, Dialog, DialogUA
 
 log = get_logger("trunkline.sip.inbound")
 
@@ -132,7 +139,7 @@ class InboundCalls:
         incoming = IncomingCall(
             call_id, trunk.name, admitted.tenant, admitted.did, caller, source_host, media
         )
-        ua = UA(self.stack.gc, event_cb=lambda event, ua: self._on_event(dialog, event, incoming))
+        ua = DialogUA(self.stack.gc, event_cb=lambda event, ua: self._on_event(dialog, event, incoming))
         ua.lContact = self.stack.contact(trunk.username or CONTACT_USER)
         dialog.ua = ua
         dialog.admitted = True
@@ -154,7 +161,7 @@ class InboundCalls:
             sdp = build_answer(dialog.media, host, port, dialog.session_id, dialog.sdp_version)
         else:
             ptime = self.stack.config.media.ptime_ms
-            sdp = build_offer(dialog.preference[:1], host, port, dialog.session_id, dialog.sdp_version, ptime)
+            sdp = build_offer(dialog.preference, host, port, dialog.session_id, dialog.sdp_version, ptime)
         # PreConnect: sippy reports the ACK (and a late-offer answer in it) only in this mode.
         dialog.ua.recvEvent(CCEventPreConnect((200, "OK", MsgBody(sdp))))
 
@@ -191,20 +198,22 @@ class InboundCalls:
             self.stack.end(dialog, CallEnded(dialog.call_id, END_FAILED, event.getData()[0]))
 
     def _connected(self, dialog: Dialog, event: Any) -> None:
+        """The ACK. For a late offer it carries the caller's answer: its codec is posted before the call
+        counts as connected, so the leg runs that codec before the handler starts."""
+        if dialog.media is None:
+            body = event.getData()[2]
+            try:
+                if body is None:
+                    raise SdpError(488, "late-offer ACK without SDP answer")
+                answer = parse_audio(str(body))
+                dialog.media = negotiate_answer(answer, dialog.preference, self.stack.config.media.ptime_ms)
+            except SdpError as exc:
+                self.stack.counters["sip.late_answer_rejected"] += 1
+                log.warning("sip.late_answer_rejected", call_id=dialog.call_id, why=exc.why)
+                self.stack.hangup(dialog.call_id, END_FAILED, exc.status, exc.why)
+                return
+            self.stack.post(MediaChanged(dialog.call_id, dialog.media, on_hold=answer.on_hold))
         self.stack.post(CallConnected(dialog.call_id))
-        body = event.getData()[2]
-        if dialog.media is not None:
-            return
-        try:  # late offer: the ACK carries the caller's answer to our offer
-            if body is None:
-                raise SdpError(488, "late-offer ACK without SDP answer")
-            offer = parse_audio(str(body))
-            dialog.media = negotiate(offer, dialog.preference[:1], self.stack.config.media.ptime_ms)
-        except SdpError as exc:
-            log.info("sip.late_answer_rejected", why=exc.why)
-            self.stack.hangup(dialog.call_id, END_FAILED)
-            return
-        self.stack.post(MediaChanged(dialog.call_id, dialog.media, on_hold=False))
 
     def info(self, dialog: Dialog, event: Any) -> None:
         """INFO in any of our dialogs: its body goes to asyncio, where DTMF bodies become DtmfDigit."""

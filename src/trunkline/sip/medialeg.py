@@ -1,8 +1,9 @@
 """The few things signalling asks of a media leg, in one place: open it (for an answer or an offer), point it
 at the remote address, hold/unhold, forward its RFC 4733 digits, last-RTP time for the watchdog, close.
 
-A leg's codec is fixed when it opens, so our own offers (outbound calls, late-offer INVITEs) list only the
-trunk's first codec (plus telephone-event); answers to a caller's offer choose by the trunk's preference.
+Answers to a caller's offer choose by the trunk's preference. Our own offers (outbound calls, late-offer
+INVITEs) list every codec the trunk allows: the leg opens with the first and `set_codec` switches it to
+the codec the answer chose, before any media flows.
 """
 
 from __future__ import annotations
@@ -36,10 +37,22 @@ class LegAdapter:
             leg.hold()
         return leg
 
-    def open_for_offer(self, codec: str) -> Any:
-        """A leg for our own single-codec offer; the remote address comes with the answer."""
+    def open_for_offer(self, codecs: tuple[str, ...]) -> Any:
+        """A leg for our own offer of `codecs`; codec and remote address come with the answer."""
+        codec = codecs[0]
         return self._engine.open_leg(
             codec, 8000, CODEC_PAYLOAD[codec], None, dtmf_payload_type=DEFAULT_DTMF_PT
+        )
+
+    def set_codec(self, leg: Any, media: Negotiated) -> None:
+        """The answer to our offer chose `media.codec` (and its payload types): run the leg with it.
+        Raises RuntimeError if media already flowed (the codec can no longer change)."""
+        self._engine.set_codec(
+            leg,
+            media.codec,
+            media.clock_rate_hz,
+            media.payload_type,
+            dtmf_payload_type=media.dtmf_payload_type,
         )
 
     def local_address(self, leg: Any) -> tuple[str, int]:

@@ -23,7 +23,6 @@ from sippy.MsgBody import MsgBody
 from sippy.SipAddress import SipAddress
 from sippy.SipCallId import SipCallId
 from sippy.SipURL import SipURL
-from sippy.UA import UA
 
 from trunkline.config.model import TrunkConfig
 from trunkline.logs import get_logger
@@ -38,8 +37,8 @@ from trunkline.sip.calls import (
     OutboundProgress,
     outcome_for_status,
 )
-from trunkline.sip.sdp import SdpError, build_offer, negotiate, parse_audio
-from trunkline.sip.stack import CONTACT_USER, Dialog
+from trunkline.sip.sdp import SdpError, build_offer, negotiate_answer, parse_audio
+from trunkline.sip.stack import CONTACT_USER, Dialog, DialogUA
 
 log = get_logger("trunkline.sip.outbound")
 
@@ -71,15 +70,13 @@ class OutboundCalls:
         if trunk.host is None:
             self.stack.post(CallEnded(call_id, END_FAILED, None))
             return
-        ua = UA(
+        ua = DialogUA(
             self.stack.gc,
             username=trunk.username,
             password=trunk.password,
             nh_address=(trunk.host, trunk.port),
         )
-        dialog = Dialog(
-            call_id, ua, trunk.name, inbound=False, preference=trunk.codecs[:1], local=(host, port)
-        )
+        dialog = Dialog(call_id, ua, trunk.name, inbound=False, preference=trunk.codecs, local=(host, port))
         ua.event_cb = lambda event, _ua: self._on_event(dialog, event)
         ua.lContact = self.stack.contact(trunk.username or CONTACT_USER)
         self.stack.dialogs[call_id] = dialog
@@ -133,7 +130,7 @@ class OutboundCalls:
         elif isinstance(event, CCEventConnect):
             media = self._media(dialog, event.getData()[2])
             if media is None:
-                self.stack.hangup(call_id, END_FAILED)
+                self.stack.hangup(call_id, END_FAILED, 488, "No usable SDP answer")
                 return
             dialog.answered = True
             for timer in dialog.timers:
@@ -158,7 +155,9 @@ class OutboundCalls:
         if body is None:
             return None
         try:
-            return negotiate(parse_audio(str(body)), dialog.preference, self.stack.config.media.ptime_ms)
+            return negotiate_answer(
+                parse_audio(str(body)), dialog.preference, self.stack.config.media.ptime_ms
+            )
         except SdpError as exc:
             log.info("sip.outbound_sdp_rejected", why=exc.why)
             return None

@@ -199,6 +199,20 @@ def negotiate(offer: AudioMedia, preference: tuple[str, ...], ptime_ms: int = 20
     raise NoCommonCodec(names)
 
 
+def negotiate_answer(answer: AudioMedia, offered: tuple[str, ...], ptime_ms: int = 20) -> Negotiated:
+    """The answer to our offer of `offered` codecs: the answerer's choice is its first codec we offered
+    (with its telephone-event payload type). Raises SdpError(488) when it chose none of ours."""
+    chosen = tuple(
+        enc[0]
+        for pt in answer.payload_types
+        if (enc := answer.encoding(pt)) is not None and enc[0] in offered and enc[1] == 8000
+    )
+    if not chosen:
+        names = tuple(e[0] for pt in answer.payload_types if (e := answer.encoding(pt)) is not None)
+        raise SdpError(488, f"answer chose no codec we offered (answered: {', '.join(names) or 'none'})")
+    return negotiate(answer, chosen[:1], ptime_ms)
+
+
 def renegotiate(current: Negotiated, offer: AudioMedia) -> Negotiated:
     """A re-INVITE (hold/unhold, new address): the leg's codec is fixed, so it must be offered (else 488)."""
     return negotiate(offer, (current.codec,), current.ptime_ms)
@@ -220,7 +234,8 @@ def build_answer(neg: Negotiated, host: str, port: int, session_id: int, version
 def build_offer(
     preference: tuple[str, ...], host: str, port: int, session_id: int, version: int, ptime_ms: int = 20
 ) -> str:
-    """Our SDP offer (outbound calls, late-offer INVITEs): every codec we accept plus telephone-event."""
+    """Our SDP offer (outbound calls, late-offer INVITEs): every codec we accept, in our preference order,
+    plus telephone-event; `negotiate_answer` reads the codec the answer chose."""
     pts = [CODEC_PAYLOAD[name] for name in preference] + [DEFAULT_DTMF_PT]
     maps = [f"a=rtpmap:{CODEC_PAYLOAD[name]} {name}/8000" for name in preference]
     maps += [f"a=rtpmap:{DEFAULT_DTMF_PT} telephone-event/8000", f"a=fmtp:{DEFAULT_DTMF_PT} 0-15"]

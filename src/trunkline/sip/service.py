@@ -38,6 +38,7 @@ from trunkline.sip.calls import (
     RegistrationChanged,
 )
 from trunkline.sip.medialeg import LegAdapter
+from trunkline.sip.sdp import Negotiated
 from trunkline.sip.sipthread import EventSink, SipThread
 
 log = get_logger("trunkline.sip.service")
@@ -168,7 +169,7 @@ class SipService:
         assert self._thread is not None and self._legs is not None
         call_id = await self._thread.run(self._stack.outbound.new_call_id)
         assert self._config is not None
-        leg = self._legs.open_for_offer(self._config.trunk(trunk).codecs[0])
+        leg = self._legs.open_for_offer(self._config.trunk(trunk).codecs)
         call = Call(call_id, "outbound", trunk, None, number, number, self, leg)
         call.on_call = on_call
         self._calls[call_id] = call
@@ -222,8 +223,8 @@ class SipService:
             except DtmfInfoError:
                 log.info("sip.info_not_dtmf")
         elif isinstance(event, OutboundProgress):
-            if event.media is not None and self._legs is not None and call.leg is not None:
-                self._legs.update(call.leg, event.media)
+            if event.media is not None:  # early media: the first answer to our offer
+                self._take_media(call, event.media)
         elif isinstance(event, OutboundAnswered):
             self._outbound_answered(call, event)
         elif isinstance(event, CallEnded):
@@ -240,21 +241,37 @@ class SipService:
         self._spawn(self._run_inbound(call))
 
     def _media_changed(self, call: Call, event: MediaChanged) -> None:
-        call.media = event.media
-        if call.leg is not None and self._legs is not None:
-            self._legs.update(call.leg, event.media)
-            if call.on_hold != event.on_hold:
-                self._legs.set_hold(call.leg, event.on_hold)
+        if not self._take_media(call, event.media):
+            return
+        if call.leg is not None and self._legs is not None and call.on_hold != event.on_hold:
+            self._legs.set_hold(call.leg, event.on_hold)
         if call.on_hold != event.on_hold:
             call.on_hold = event.on_hold
             if call.timers is not None:
                 call.timers.set_hold(event.on_hold, time.monotonic())
             call.events.put_nowait(HoldChanged(event.on_hold))
 
-    def _outbound_answered(self, call: Call, event: OutboundAnswered) -> None:
-        call.media = event.media
+    def _take_media(self, call: Call, media: Negotiated) -> bool:
+        """New session parameters for the leg: the first answer to our own offer (late-offer ACK, outbound
+        18x/200) also sets its codec; later ones move the address. False when the leg cannot take the
+        codec: the call is then ended (BYE or CANCEL with a Reason)."""
         if call.leg is not None and self._legs is not None:
-            self._legs.update(call.leg, event.media)
+            if call.media is None:
+                try:
+                    self._legs.set_codec(call.leg, media)
+                except Exception as exc:
+                    log.warning("sip.answer_codec_failed", codec=media.codec, error=str(exc))
+                    assert self._thread is not None
+                    self._thread.call(self._stack.hangup, call.call_id, END_FAILED, 488, "Codec not usable")
+                    self._finish(call, CallEnded(call.call_id, END_FAILED, 488))
+                    return False
+            self._legs.update(call.leg, media)
+        call.media = media
+        return True
+
+    def _outbound_answered(self, call: Call, event: OutboundAnswered) -> None:
+        if not self._take_media(call, event.media):
+            return
         future = self._dials.pop(call.call_id, None)
         if future is not None and not future.done():
             future.set_result(DialResult("answered", 200, call))
@@ -291,9 +308,9 @@ class SipService:
         try:
             if call.media is not None:
                 call.leg = self._legs.open_for_answer(call.media)
-            else:  # late offer: we offer the trunk's first codec in the 200
+            else:  # late offer: our 200 offers every codec of the trunk, the ACK's answer picks one
                 assert self._config is not None
-                call.leg = self._legs.open_for_offer(self._config.trunk(call.trunk).codecs[0])
+                call.leg = self._legs.open_for_offer(self._config.trunk(call.trunk).codecs)
         except Exception as exc:
             log.warning("sip.leg_open_failed", error=str(exc))
             self._thread.call(self._stack.inbound.reject, call.call_id, 503, "Service Unavailable")

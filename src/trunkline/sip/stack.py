@@ -22,11 +22,16 @@ from sippy.SipExpires import SipExpires
 from sippy.SipFrom import SipFrom
 from sippy.SipGenericHF import SipGenericHF
 from sippy.SipHeader import SipHeader
+from sippy.SipReason import SipReason
 from sippy.SipRequest import SipRequest
 from sippy.SipTo import SipTo
 from sippy.SipTransactionManager import SipTransactionManager
 from sippy.SipURL import SipURL
 from sippy.Time.Timeout import Timeout
+from sippy.UA import UA
+from sippy.UaStateDead import UaStateDead
+from sippy.UaStateDisconnected import UaStateDisconnected
+from sippy.UaStateFailed import UaStateFailed
 from sippy.Udp_server import Udp_server, Udp_server_opts
 
 from trunkline.config.model import Config, TrunkConfig
@@ -95,6 +100,21 @@ class _TransactionManager(SipTransactionManager):
         except Exception:
             self._counters["sip.datagram_failed"] += 1
             log.debug("sip.datagram_failed", exc_info=True)
+
+
+class DialogUA(UA):
+    """sippy's UA, except that requests in a dialog that is over (a NOTIFY with a REFER's progress arriving
+    after our BYE, say) get 481 instead of sippy's 500, and a NOTIFY gets 481 in any state: we hold no
+    subscriptions (our one REFER ends the dialog), and sippy would not answer it at all while connected."""
+
+    def recvRequest(self, req: Any, sip_t: Any) -> Any:
+        method = req.getMethod()
+        over = isinstance(self.state, UaStateDisconnected | UaStateFailed | UaStateDead)
+        if method == "NOTIFY" or (over and method != "BYE"):
+            log.info("sip.request_answered_481", method=method, state=str(self.state))
+            resp = req.genResponse(481, "Call/Transaction Does Not Exist", server=self.local_ua)
+            return (resp, None, None)
+        return super().recvRequest(req, sip_t)
 
 
 @dataclass(slots=True)
@@ -244,12 +264,17 @@ class SipStack:
             agent.unregister(functools.partial(one_done, name))
         self.agents.clear()
 
-    def hangup(self, call_id: str, reason: str = END_LOCAL) -> None:
+    def hangup(self, call_id: str, reason: str = END_LOCAL, cause: int | None = None, text: str = "") -> None:
+        """BYE (CANCEL before the answer); with `cause`, an RFC 3326 `Reason: SIP;cause=...;text=...`."""
         dialog = self.dialogs.get(call_id)
         if dialog is None:
             return
-        dialog.ua.recvEvent(CCEventDisconnect())
-        self.end(dialog, CallEnded(call_id, reason))
+        event = CCEventDisconnect()
+        if cause is not None:
+            text = text.replace('"', "'")
+            event.reason_rfc3326 = SipReason(protocol="SIP", cause=cause, reason=text or None)
+        dialog.ua.recvEvent(event)
+        self.end(dialog, CallEnded(call_id, reason, cause))
 
     def hangup_all(self, reason: str) -> None:
         for call_id in list(self.dialogs):

@@ -1,0 +1,133 @@
+"""NOTIFYs in dialogs we hold no subscription in, driven by SIPp as the carrier: refer progress that arrives
+after our BYE for a transferred call gets 481 (sippy said 500), and so does a NOTIFY in a live call (sippy
+did not answer it at all); neither logs a warning or an error."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration import sip_scenarios as S
+from tests.integration.sip_server import rtp_range, run_sipp
+from tests.peers.kamailio import free_udp_port
+from trunkline.config.loader import parse_config
+from trunkline.mediaserver.engine import MediaEngine
+from trunkline.sip.call import Call
+from trunkline.sip.service import SipService
+
+pytestmark = pytest.mark.integration
+REPLY = (
+    "  <send><![CDATA[\nSIP/2.0 {code} {reason}\n[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n"
+    "[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n"
+)
+SIPFRAG = "Event: refer\nSubscription-State: {state}\nContent-Type: message/sipfrag;version=2.0\n"
+
+
+def notify(cseq: int, status_line: str, state: str) -> str:
+    return S.in_dialog("NOTIFY", cseq, SIPFRAG.format(state=state), f"{status_line}\n")
+
+
+class Server:
+    """SipService + MediaEngine in this process; the handler transfers the call when `transfer` is set."""
+
+    def __init__(self, transfer: bool) -> None:
+        self.transfer = transfer
+        self.calls: list[Call] = []
+        self.port = free_udp_port()
+        self.service = SipService()
+        self.engine: MediaEngine | None = None
+
+    async def start(self, tmp_path: Path) -> None:
+        low, high = rtp_range(20)
+        config = parse_config(
+            {
+                "sip": {"listen_port": self.port, "answer_delay_s": 0},
+                "media": {"rtp_port_min": low, "rtp_port_max": high},
+                "trunk": [
+                    {"name": "local", "allowed_sources": ["127.0.0.1/32"], "dids": {"+15550100": "demo"}}
+                ],
+            },
+            "inline.toml",
+            {},
+            tmp_path,
+        )
+        self.engine = MediaEngine(config.media.rtp_host, config.media.rtp_port_min, config.media.rtp_port_max)
+        await self.engine.start()
+        await self.service.start(asyncio.get_running_loop(), config, self.engine, self.on_call)
+
+    async def on_call(self, call: Call) -> None:
+        self.calls.append(call)
+        if self.transfer:
+            await call.transfer("+15559990000")
+        await call.ended.wait()
+
+    async def aclose(self) -> None:
+        await self.service.aclose()
+        if self.engine is not None:
+            await self.engine.aclose()
+
+
+@pytest.fixture
+async def transferring(tmp_path: Path) -> AsyncIterator[Server]:
+    server = Server(transfer=True)
+    await server.start(tmp_path)
+    yield server
+    await server.aclose()
+
+
+@pytest.fixture
+async def answering(tmp_path: Path) -> AsyncIterator[Server]:
+    server = Server(transfer=False)
+    await server.start(tmp_path)
+    yield server
+    await server.aclose()
+
+
+def quiet(output: str) -> bool:
+    """No warning or error from our loggers (structlog's console lines carry the level in brackets)."""
+    return not any(f"[{level}" in output for level in ("warning", "error", "critical"))
+
+
+async def test_refer_progress_after_our_bye_gets_481(
+    transferring: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scn = S.scenario(
+        "refer-notify",
+        S.invite(S.sdp()),
+        S.recv(100, optional=True),
+        S.recv(180),
+        S.recv(200, rrs=True),
+        S.ack_2xx(),
+        S.recv("REFER"),
+        REPLY.format(code=202, reason="Accepted"),
+        S.recv("BYE"),
+        REPLY.format(code=200, reason="OK"),
+        notify(2, "SIP/2.0 100 Trying", "active;expires=60"),
+        S.recv(481),
+        notify(3, "SIP/2.0 200 OK", "terminated;reason=noresource"),
+        S.recv(481),
+    )
+    result = await asyncio.to_thread(run_sipp, tmp_path, scn, f"127.0.0.1:{transferring.port}", timeout_s=15)
+    assert result.returncode == 0, result.errors + result.stdout
+    assert [c.end_reason for c in transferring.calls] == ["transferred"]
+    output = capsys.readouterr().out
+    assert output.count("sip.request_answered_481") == 2 and quiet(output), output
+
+
+async def test_notify_in_a_live_call_gets_481_and_the_call_goes_on(
+    answering: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scn = S.answered_call(
+        notify(2, "SIP/2.0 200 OK", "terminated;reason=noresource"),
+        S.recv(481),
+        S.in_dialog("OPTIONS", 3),
+        S.recv(200),  # the dialog is still up after the NOTIFY
+        hold_ms=100,
+    )
+    result = await asyncio.to_thread(run_sipp, tmp_path, scn, f"127.0.0.1:{answering.port}", timeout_s=15)
+    assert result.returncode == 0, result.errors + result.stdout
+    assert [c.end_reason for c in answering.calls] == ["remote_hangup"]
+    assert quiet(capsys.readouterr().out)
