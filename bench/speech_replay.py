@@ -70,7 +70,7 @@ class Models:
         """{"text", "last_word_p", "after_last_word_s" (None without words), "decode_ms"}, with `over_agent`
         also "unsure" (the agent would not act on the text while it speaks); cached by audio."""
         version = "over-agent-v1" if over_agent else "fitted-words-v2"
-        key = f"whisper|{version}|window6|" + hashlib.sha1(audio.tobytes()).hexdigest()
+        key = f"whisper|{version}|window6-below1.5s|" + hashlib.sha1(audio.tobytes()).hexdigest()
         result: dict[str, Any] = _cached(key, ".json", lambda: self._transcribe(audio, over_agent))
         self.decode_ms.append(result["decode_ms"])
         return result

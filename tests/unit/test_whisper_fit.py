@@ -18,7 +18,11 @@ from trunkline.pipeline.whisper_fit import (
 @pytest.mark.parametrize(
     ("content", "min_frames", "expected"),
     [
-        (200, 1000, 1000),
+        (100, 1000, 1000),  # short audio: the floor
+        (149, 600, 600),
+        (150, 600, 300),  # 1.5 s and longer: the audio plus a 1 s tail
+        (200, 1000, 300),
+        (250, 600, 400),
         (950, 1000, 1100),
         (1000, 500, 1100),
         (1, 100, 200),
@@ -31,11 +35,13 @@ def test_window_frames(content: int, min_frames: int, expected: int) -> None:
     assert window_frames(content, min_frames) == expected
 
 
-@given(st.integers(0, 10_000), st.integers(100, 3000))
-def test_window_covers_the_speech_or_is_the_full_window(content: int, min_frames: int) -> None:
-    frames = window_frames(content, min_frames)
-    assert frames % 100 == 0 and min(min_frames, FULL_WINDOW_FRAMES) <= frames <= FULL_WINDOW_FRAMES
+@given(st.integers(0, 10_000), st.integers(100, 3000), st.integers(0, 3000))
+def test_window_covers_the_speech_or_is_the_full_window(content: int, min_frames: int, below: int) -> None:
+    frames = window_frames(content, min_frames, below)
+    assert frames % 100 == 0 and frames <= FULL_WINDOW_FRAMES
     assert frames >= content + 100 or frames == FULL_WINDOW_FRAMES
+    if content < below:
+        assert frames >= min(min_frames, FULL_WINDOW_FRAMES)
 
 
 def test_token_cap_grows_with_duration_and_is_bounded() -> None:

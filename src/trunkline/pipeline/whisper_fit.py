@@ -8,7 +8,11 @@ loop ("I need to cancel my appointment. I need to cancel my appointment. I need"
 first copy (`cut_loop`), and a result that still looks like a loop returns None: the caller then decodes
 the normal, full-window way. On 90 telephone utterances (bench/endpointing.py's sentences, 0.5-5 s) a 6 s
 floor with the cut has the word error rate of an 8 s floor (6.7%) for ~26% less CPU; 5 s: 8.2%, 4 s: 8.4%
-(short replies such as "Sure." turn into other words).
+(short replies such as "Sure." turn into other words). The floor is for short audio only: from 1.5 s of
+audio on, the window is the audio plus a 1 s tail. On 174 telephone clips (the endpointing sentences,
+backchannels and interruptions at two speeds, the turn-latency sentences; 300 ms lead, 80 ms trail) that
+kept the word error rate (10.1 % on clips under 1.5 s, 4.0 % on the rest; one error fewer) for 21 % less
+CPU per decode (median 0.525 → 0.415 CPU-s).
 """
 
 from __future__ import annotations
@@ -21,16 +25,24 @@ import numpy as np
 
 FULL_WINDOW_FRAMES = 3000  # 30 s of 10 ms mel frames
 DEFAULT_MIN_WINDOW_FRAMES = 600
+FLOOR_BELOW_FRAMES = 150  # audio shorter than this (1.5 s) gets the floor; longer audio, content + tail
 WINDOW_STEP_FRAMES = 100
 TAIL_FRAMES = 100  # room after the speech so the last word is not cut
 _WORD = re.compile(r"[a-z0-9']+")
 _WORD_CASED = re.compile(r"[A-Za-z0-9']+")
 
 
-def window_frames(content_frames: int, min_frames: int = DEFAULT_MIN_WINDOW_FRAMES) -> int:
-    """Encoder window for `content_frames` of audio: content plus a tail, rounded up, at least `min_frames`,
-    at most the full 30 s window."""
-    wanted = max(min_frames, content_frames + TAIL_FRAMES)
+def window_frames(
+    content_frames: int,
+    min_frames: int = DEFAULT_MIN_WINDOW_FRAMES,
+    floor_below_frames: int = FLOOR_BELOW_FRAMES,
+) -> int:
+    """Encoder window for `content_frames` of audio: content plus a tail, rounded up, at most the full 30 s
+    window; at least `min_frames` when the audio is shorter than `floor_below_frames` (short replies are
+    where tiny windows mishear and loop)."""
+    wanted = content_frames + TAIL_FRAMES
+    if content_frames < floor_below_frames:
+        wanted = max(min_frames, wanted)
     return min(FULL_WINDOW_FRAMES, -(-wanted // WINDOW_STEP_FRAMES) * WINDOW_STEP_FRAMES)
 
 
