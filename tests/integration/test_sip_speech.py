@@ -67,7 +67,13 @@ def test_softphone_hears_our_greeting(tmp_path: Path) -> None:
         caller = BaresipCaller(tmp_path / "baresip", synthesize("Hello there.", 8000), seconds=8)
         result = caller.call(f"sip:+15550100@127.0.0.1:{kam.pstn_port}")
         assert result.established, result.describe()
-        assert srv.wait_summaries(1, 10)
+        (summary,) = srv.wait_summaries(1, 10)
+    # RTCP both ways with a third-party stack: our reports went out, baresip's parsed and reported our
+    # stream (no loss on loopback; a round trip once its report carries our SR's timestamp)
+    rtcp = summary["stats"]["rtcp"]
+    assert rtcp["reports_sent"] >= 1 and rtcp["bad_received"] == 0, rtcp
+    assert rtcp["far_end_reports"] >= 1 and rtcp["far_end"]["cumulative_lost"] == 0, rtcp
+    assert rtcp["round_trip_ms_max"] is None or 0 <= rtcp["round_trip_ms_max"] < 500, rtcp
     heard = write_wav(tmp_path / "heard.wav", result.heard, result.sample_rate_hz)
     text = transcribe(heard)
     assert len({"reached", "call", "being", "recorded", "please", "something"} & words(text)) >= 4, text

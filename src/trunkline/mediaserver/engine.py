@@ -6,7 +6,8 @@ Why the pacer reads the sockets instead of a DatagramProtocol per leg: waking th
 one epoll set (a bounded number of rounds, so a flood cannot starve the loop), and the kernel's receive
 timestamps (SO_TIMESTAMPNS) keep arrival times exact for the jitter buffer and RTP statistics. Packets are
 sent with the socket's own sendto (no transport layer). Once a second the legs fold their deferred per-packet
-statistics in. Run the loop on uvloop for cheaper timers.
+statistics in, and a fiftieth of them send the RTCP reports that are due (rtcp_legs.py). Run the loop on
+uvloop for cheaper timers.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from trunkline.mediaserver.jitterbuffer import JitterBuffer
 from trunkline.mediaserver.leg import Leg, Stream
 from trunkline.mediaserver.pacing import Ticker, TickerStats
 from trunkline.mediaserver.ports import PortAllocator
+from trunkline.mediaserver.rtcp_legs import RtcpLegs
+from trunkline.mediaserver.rtcp_report import REPORT_INTERVAL_S
 from trunkline.mediaserver.session import FRAME_MS, Address, RtpSession
 from trunkline.mediaserver.tick import outbound_packets, play_inbound
 
@@ -54,6 +57,7 @@ class MediaEngine:
         jitter_min_delay_ms: float = 0.0,
         jitter_max_delay_ms: float = 400.0,
         kernel_timestamps: bool = True,
+        rtcp_interval_s: float = REPORT_INTERVAL_S,
     ) -> None:
         self.ports = PortAllocator(host, port_min, port_max)
         self._period_s = period_s
@@ -68,6 +72,7 @@ class MediaEngine:
         # fd -> (socket.recvmsg, session.receive, session, is-RTCP): methods bound once, not per packet
         self._by_fd: dict[int, tuple[Any, Any, RtpSession, bool]] = {}
         self._waiting: set[Stream[Any]] = set()  # streams with a consumer blocked on them
+        self.rtcp = RtcpLegs(rtcp_interval_s)
         self._epoll: select.epoll | None = None
         self._ticker: Ticker | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -161,6 +166,7 @@ class MediaEngine:
         self._legs.append(leg)
         self._sessions.append(session)
         self._socks.append(lease.rtp_socket)
+        self.rtcp.add(leg, lease.rtcp_socket, time.monotonic())
         return leg
 
     def set_codec(
@@ -184,6 +190,11 @@ class MediaEngine:
 
     def _detach(self, leg: Leg) -> None:
         """Leg.close() calls this before the sockets are closed."""
+        tick_index = self._ticker.tick_index if self._ticker is not None else 0
+        try:
+            self.rtcp.remove(leg.session, tick_index, time.monotonic())
+        except Exception:  # the leg must close whatever its last report does
+            log.exception("media.rtcp_bye_failed")
         if leg in self._legs:
             index = self._legs.index(leg)
             del self._legs[index], self._sessions[index], self._socks[index]
@@ -219,6 +230,7 @@ class MediaEngine:
                     play_inbound(self._sessions, now)
                 self._notify()
                 self._fold_stats(ticker.tick_index, due)
+                self.rtcp.send_due(self._sessions, ticker.tick_index, now)
                 if self._tick_waiters:
                     self._wake_tick_waiters(ticker.ticks)
         except Exception:  # a bug in one tick must not stop media for every call
@@ -253,6 +265,10 @@ class MediaEngine:
                     continue
                 if is_rtcp:
                     session.rtcp_received += 1
+                    try:
+                        self.rtcp.received(session, data, addr, now)
+                    except Exception:
+                        session.errors += 1
                 elif flags & _MSG_TRUNC:
                     session.malformed += 1
                 else:

@@ -61,6 +61,11 @@ class StreamTimeline:
         self._pkt_candidate = 0
         self._ssrc_changes = self._resyncs = 0
 
+    @property
+    def source_ssrc(self) -> int | None:
+        """The SSRC of the stream being played (None before its first packet); RTCP reports on it."""
+        return self._ssrc
+
     def _arrival_position(self, arrival: float) -> int:
         """Position for a packet whose timestamp cannot be related to the timeline (after `_max_mapped`)."""
         raise NotImplementedError

@@ -19,6 +19,7 @@ from trunkline.mediaserver.dtmf import DtmfDigit
 from trunkline.mediaserver.jitterbuffer import JitterStats
 from trunkline.mediaserver.outbound import PlayoutPosition
 from trunkline.mediaserver.ports import PortLease
+from trunkline.mediaserver.rtcp_report import RtcpReporter, RtcpView
 from trunkline.mediaserver.session import Address, RtpSession, SessionCounters
 
 T = TypeVar("T")
@@ -101,6 +102,7 @@ class LegStats:
     jitter_buffer: JitterStats
     outbound_queued_s: float
     remote: Address | None
+    rtcp: RtcpView | None = None  # None: no RTCP socket
 
 
 class Leg:
@@ -121,6 +123,7 @@ class Leg:
         self.frames: Stream[np.ndarray] = Stream(session.inbound, waiting)
         self.dtmf: Stream[DtmfDigit] = Stream(deque(maxlen=256))
         self.playout: Stream[PlayoutPosition] = Stream(deque(maxlen=256))
+        self.rtcp: RtcpReporter | None = None  # set by the engine when the leg has an RTCP socket
 
     # ------------------------------------------------------------------ identity
 
@@ -220,6 +223,7 @@ class Leg:
             jitter_buffer=s.jitter_stats(),
             outbound_queued_s=s.outbound.queued_s,
             remote=s.remote,
+            rtcp=None if self.rtcp is None else RtcpView.of(self.rtcp),
         )
 
     def close(self) -> None:

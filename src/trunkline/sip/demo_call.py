@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -130,8 +131,18 @@ class DemoCalls:
 
 def _stats(leg: Any) -> dict[str, Any]:
     with contextlib.suppress(Exception):
-        counters = leg.stats().counters
-        return {"sent": counters.sent, "received": counters.received, "audio_packets": counters.audio_packets}
+        stats = leg.stats()
+        counters, rtcp = stats.counters, stats.rtcp
+        out = {"sent": counters.sent, "received": counters.received, "audio_packets": counters.audio_packets}
+        if rtcp is not None:
+            out["rtcp"] = {
+                "reports_sent": rtcp.reports_sent,
+                "far_end_reports": rtcp.far_end_reports,
+                "bad_received": rtcp.bad_received,
+                "round_trip_ms_max": rtcp.max_round_trip_ms,
+                "far_end": None if rtcp.far_end is None else dataclasses.asdict(rtcp.far_end),
+            }
+        return out
     return {}
 
 
