@@ -1,10 +1,16 @@
 """Adaptive jitter buffer (pure): reorders RTP audio packets and plays them out by timestamp, one frame a pop.
 
-Where packets sit on the timeline is worked out in jitterstream.py (the base class), the target delay in
-jitterdelay.py. The delay changes only where that is safe, so frames never go out of order: it grows by not
-advancing during silence or while a packet is missing (that frame is concealed anyway), and shrinks by
-skipping silence or the hole of a missing packet; a received packet is dropped only once the excess delay
-integrated over time outweighs one impaired frame (~4 s of waiting for silence when 20 ms too high).
+Where packets sit on the timeline is worked out in jitterstream.py, how they are buffered in jitterstore.py
+(the base classes), the target delay in jitterdelay.py. The delay changes only where that is safe, so frames
+never go out of order: it grows by not advancing during silence or while a packet is missing (that frame is
+concealed anyway), and shrinks by skipping silence or the hole of a missing packet. In continuous
+audio (a phone line never sends silence) it drops a packet whose successor is contiguous, only if the excess
+is at least that packet (less 5 ms of tick jitter: a 40 ms packet's own granularity is no excess, and a drop
+never lands clearly below the target), and only once the excess in frames, cubed and integrated over time,
+reaches `shed_after_s`: one frame too many waits that long, n frames 1/n³ of it (ten go in ~0.2 s). Nothing
+is dropped in the first `shed_after_s` of playout, while the target rests on little data; but at the start,
+packets that would keep even the fastest one waiting more than the initial delay plus two packets (a
+start-of-call burst) are skipped: nothing has played yet, so that is not heard.
 
 Contract for the leg:
 * `push(packet, arrival_time)` every packet of the audio payload type (not RFC 4733 events, not CN);
@@ -36,15 +42,14 @@ from typing import Final, Literal
 
 from trunkline.mediaserver.jitterdelay import DelayEstimator
 from trunkline.mediaserver.jitterframes import FrameKind, JitterFrame, JitterStats
-from trunkline.mediaserver.jitterstream import StreamTimeline
-from trunkline.mediaserver.rtp import RtpPacket
+from trunkline.mediaserver.jitterstore import NO_TS, PacketStore
 
 __all__ = ["FrameKind", "JitterBuffer", "JitterFrame", "JitterStats"]
 
 _PLAYED_MEMORY = 128  # at least this many recently played timestamps are kept (duplicates vs late packets)
 _RETARGET_EVERY = 25  # pops between target recomputations, 0.5 s (also right after every late packet)
-_NO_TS = -(1 << 62)  # before any timeline position
-_heappush = heapq.heappush
+_RETARGET_EARLY = 5  # the same while the estimator still lacks samples (the first target comes sooner)
+_START_GUARD_PACKETS = 2  # a start skips packets only beyond the initial delay plus this many packets
 _heappop = heapq.heappop
 
 
@@ -53,48 +58,30 @@ _CONCEALED: Final = FrameKind.CONCEALED
 _Gap = Literal[FrameKind.CONCEALED, FrameKind.SILENCE]
 
 
-# A buffered packet, keyed by its timeline position: (extended sequence number, payload, marker, arrival s)
-_Entry = tuple[int, bytes, bool, float]
-
-
-class JitterBuffer(StreamTimeline):
+class JitterBuffer(PacketStore):
     """Per-leg jitter buffer; time is passed in (monotonic seconds), nothing here reads a clock."""
 
     __slots__ = (
         "_conceal_after",
         "_conceal_run",
         "_concealed",
-        "_cursor",
-        "_discarded",
-        "_drop_cost",
-        "_duplicate",
-        "_est",
-        "_excess_cost",
         "_frame_s",
-        "_gap_after",
-        "_heap",
         "_initial_s",
         "_k_target",
         "_last_marker",
         "_last_pop",
         "_last_seq",
-        "_last_ts",
-        "_late",
         "_max_conceal",
         "_max_excess",
-        "_max_packets",
         "_origin",
-        "_overflow",
-        "_played_ts",
-        "_received",
+        "_shed_after_s",
+        "_shed_cost",
+        "_shed_from",
+        "_shed_tol_s",
         "_shrink_at",
         "_shrunk",
         "_skipped",
         "_slot",
-        "_started",
-        "_store",
-        "_transits",
-        "_until_retarget",
         "_waits",
     )
 
@@ -111,135 +98,44 @@ class JitterBuffer(StreamTimeline):
         max_conceal_frames: int = 3,
         forget_packets: int = 1500,
         shrink_margin_ms: float = 10.0,
+        shed_after_s: float = 1.0,
     ) -> None:
         if clock_rate_hz <= 0 or frame_duration_ms <= 0 or max_packets < 2:
             raise ValueError("clock rate and frame duration must be positive and max_packets at least 2")
         if not 0 <= min_delay_ms <= max_delay_ms:
             raise ValueError(f"need 0 <= min_delay_ms <= max_delay_ms, got {min_delay_ms}, {max_delay_ms}")
         max_delay_s = max_delay_ms / 1000
-        super().__init__(clock_rate_hz, clock_rate_hz * frame_duration_ms // 1000, max(1.0, 2 * max_delay_s))
-        self._frame_s = frame_s = frame_duration_ms / 1000
-        self._max_packets = max_packets
-        self._initial_s = max(initial_delay_ms, min_delay_ms) / 1000  # start no lower than the floor
-        self._max_conceal = max_conceal_frames
+        frame_s = frame_duration_ms / 1000
         late_cost = late_cost_ms_per_pct * 100  # ms per unit share of late packets
-        self._drop_cost = late_cost * frame_s  # ms·s: one impaired frame a second, for a second
-        self._max_excess = math.ceil(max_delay_s / frame_s)  # beyond this, catch up at once
         est = DelayEstimator(
             frame_s, min_delay_ms / 1000, max_delay_s, late_cost, forget_packets, shrink_margin_ms
         )
-        self._est = est
-        self._transits = est.pending  # appended per packet, folded in by the estimator
-        self._waits = est.waits  # likewise the buffering delay of each played packet
-        # store and playout
-        self._heap: list[int] = []
-        self._store: dict[int, _Entry] = {}
-        self._started = False
-        self._cursor = 0
+        frame = clock_rate_hz * frame_duration_ms // 1000
+        super().__init__(clock_rate_hz, frame, max(1.0, 2 * max_delay_s), max_packets, est)
+        self._frame_s = frame_s
+        self._initial_s = max(initial_delay_ms, min_delay_ms) / 1000  # start no lower than the floor
+        self._max_conceal = max_conceal_frames
+        self._max_excess = math.ceil(max_delay_s / frame_s)  # beyond this, catch up at once
+        self._shed_after_s = shed_after_s  # one frame of excess delay is shed after this long
+        self._shed_tol_s = frame_s / 4  # an excess this short of a whole packet counts as one (tick jitter)
+        self._waits = est.waits  # the buffering delay of each played packet, folded in by the estimator
         self._last_seq: int | None = None
-        self._last_ts = _NO_TS  # timeline position of the last AUDIO frame
         self._last_marker = False
         self._slot = 0  # timeline position of the last gap frame
-        # Both hold the _last_ts of their moment, so playing a packet resets them without touching them:
-        self._gap_after = _NO_TS - 1  # the cursor last moved past something (concealed, skipped) after it
-        self._conceal_after = _NO_TS - 1  # the current run of concealed frames started after it
+        # Holds the _last_ts of its moment (like _gap_after), so playing a packet resets it untouched:
+        self._conceal_after = NO_TS - 1  # the current run of concealed frames started after it
         self._conceal_run = 0
-        self._played_ts: list[int] = []  # recently played (or dropped) timestamps, oldest first
         self._origin = 0.0  # playout offset at start (s), the estimator's k = 0
         self._k_target = 0  # the estimator's target offset (frames above the origin)
         self._shrink_at = 0.0  # an offset (now − cursor, s) from which the delay is above the target
-        self._until_retarget = 0  # pops until the next recomputation (0: not started yet)
-        self._excess_cost = 0.0  # excess delay integrated over time (ms·s) since it was last in bounds
+        self._shed_cost = 0.0  # (frames of excess)³ integrated over time (s) since last in bounds
+        self._shed_from = 0.0  # no packet is dropped to shrink the delay before this time
         self._last_pop: float | None = None
-        # counters (the stream's are in StreamTimeline, the delays in the estimator)
-        self._received = self._late = self._concealed = self._duplicate = 0
-        self._overflow = self._discarded = self._shrunk = self._skipped = 0
-
-    # ------------------------------------------------------------------ push
-
-    def push(self, packet: RtpPacket, arrival_time: float) -> None:
-        """Accept one packet that arrived at `arrival_time`; never raises on odd input, counts it instead."""
-        self.push_fields(
-            packet.ssrc, packet.sequence_number, packet.timestamp, packet.payload, packet.marker, arrival_time
-        )
-
-    def push_fields(
-        self, ssrc: int, seq: int, timestamp: int, payload: bytes, marker: bool, arrival_time: float
-    ) -> None:
-        """push() for an unpacked header: the packet's SSRC, sequence number, timestamp, payload, marker."""
-        self._received += 1
-        step = self._pkt_samples
-        if (
-            ssrc != self._ssrc
-            or seq != (self._max_seq + 1) & 0xFFFF
-            or timestamp - self._max_raw != step  # (a timestamp wrap takes the general path)
-            or self._seq_floor is not None
-        ):
-            self._push_general(ssrc, seq, timestamp, payload, marker, arrival_time)
-            return
-        # the next packet of the stream, one packet duration on (what _place() would conclude); newer
-        # than anything buffered or played, so no duplicate, and late only if the cursor passed it
-        ts = self._max_mapped = self._max_mapped + step
-        ext_seq = self._max_seq = self._max_seq + 1
-        self._max_raw = timestamp
-        self._max_arrival = arrival_time
-        self._pkt_candidate = step
-        if ts < self._cursor:
-            self._accept(ts, ext_seq, payload, marker, arrival_time)
-            return
-        self._transits.append(arrival_time - ts / self._clock)
-        store = self._store
-        store[ts] = (ext_seq, payload, marker, arrival_time)
-        _heappush(self._heap, ts)
-        if len(store) > self._max_packets:
-            self._overflow_drop()
-
-    def _push_general(
-        self, ssrc: int, seq: int, timestamp: int, payload: bytes, marker: bool, arrival: float
-    ) -> None:
-        placed = self._place(ssrc, seq, timestamp, arrival)
-        if placed is None:
-            self._discarded += 1
-            return
-        ts, ext_seq, newest = placed
-        if not newest and (ts in self._store or ts in self._played_ts):
-            self._duplicate += 1
-            return
-        self._accept(ts, ext_seq, payload, marker, arrival)
-
-    def _arrival_position(self, arrival: float) -> int:
-        """Timeline position for a packet with no usable timestamp relation: typical transit, frame-aligned,
-        after everything already mapped."""
-        want = round((arrival - self._est.mean_s) * self._clock)
-        if self._started:
-            want = self._cursor + max(0, round((want - self._cursor) / self._frame)) * self._frame
-        return max(want, self._max_mapped + self._pkt_samples)
+        # counters (also in StreamTimeline and PacketStore; the delays are in the estimator)
+        self._concealed = self._shrunk = self._skipped = 0
 
     def _stream_changed(self) -> None:
         self._last_seq = None  # sequence numbers of different streams say nothing about loss
-
-    def _accept(self, ts: int, seq: int, payload: bytes, marker: bool, arrival: float) -> None:
-        """Observe the transit of a packet that is no duplicate, then buffer it unless it is late."""
-        self._transits.append(arrival - ts / self._clock)
-        if self._started and ts < self._cursor and (self._gap_after == self._last_ts or ts <= self._last_ts):
-            self._late += 1
-            self._until_retarget = 1  # at the next pop
-            return
-        store = self._store
-        store[ts] = (seq, payload, marker, arrival)
-        _heappush(self._heap, ts)
-        if len(store) > self._max_packets:
-            self._overflow_drop()
-
-    def _overflow_drop(self) -> None:
-        """More than max_packets buffered: drop the oldest."""
-        oldest = _heappop(self._heap)
-        del self._store[oldest]
-        self._overflow += 1
-        self._est.fold()  # nobody pops: keep the pending transits bounded too
-        if self._started:
-            self._cursor = max(self._cursor, oldest + self._pkt_samples)
-            self._gap_after = self._last_ts
 
     # ------------------------------------------------------------------ pop
 
@@ -270,7 +166,7 @@ class JitterBuffer(StreamTimeline):
             ts = got
         else:  # the plain case: the next packet is due and the delay is not above target
             self._last_pop = now
-            self._excess_cost = 0.0
+            self._shed_cost = 0.0
             ts = heap[0]
         # play packet ts
         _heappop(heap)
@@ -297,31 +193,34 @@ class JitterBuffer(StreamTimeline):
         the pops until the next time (0: not started)."""
         if not self._started:
             return _RETARGET_EVERY - 1 if self._try_start(now) else 0  # counting this pop
-        self._est.retarget()
+        ready = self._est.retarget()
         self._set_target(self._est.k_target)
         played = self._played_ts
         if len(played) > 2 * _PLAYED_MEMORY:
             del played[:-_PLAYED_MEMORY]
-        return _RETARGET_EVERY
+        return _RETARGET_EVERY if ready else _RETARGET_EARLY
 
     def _pop_special(self, now: float) -> int | _Gap:
         """pop() with more delay than the target, or nothing due: catch up, shrink where that is safe, or fill
         the gap. Returns the timestamp of the packet to play, or the kind of gap frame."""
-        # the current playout offset minus the target, in whole frames (> 0: more delay than wanted)
-        offset = (now - self._cursor / self._clock - self._origin) / self._frame_s
-        excess = int((offset + 0.5) // 1) - self._k_target
+        # the current playout offset minus the target (> 0: more delay than wanted), in s and whole frames
+        excess_s = now - self._cursor / self._clock - self._origin - self._k_target * self._frame_s
+        excess = int((excess_s / self._frame_s + 0.5) // 1)
         if excess <= 0:
-            self._excess_cost = 0.0
+            self._shed_cost = 0.0
         elif excess > self._max_excess:
             excess = self._catch_up(excess)
-            self._excess_cost = 0.0
-        elif self._last_pop is not None:
-            self._excess_cost += excess * self._frame_s * 1000 * (now - self._last_pop)
+            self._shed_cost = 0.0
+        else:
+            if (excess_s + self._shed_tol_s) * self._clock < self._pkt_samples:
+                self._shed_cost = 0.0  # less than a packet: dropping one would play below the target
+            elif self._last_pop is not None and now >= self._shed_from:
+                self._shed_cost += excess * excess * excess * (now - self._last_pop)
         self._last_pop = now
         heap = self._heap
         if heap and heap[0] < self._cursor + self._frame:
             ts = heap[0]
-            if self._excess_cost >= self._drop_cost and len(heap) > 1:
+            if self._shed_cost >= self._shed_after_s and len(heap) > 1:
                 ts = self._shrink_by_drop(ts)
             return ts
         return self._fill_gap(excess)
@@ -331,9 +230,19 @@ class JitterBuffer(StreamTimeline):
         if not store or now < min(e[3] for e in store.values()) + self._initial_s:
             return False
         self._started = True
-        self._cursor = self._heap[0]
-        self._origin = now - self._cursor / self._clock  # the playout offset at start: target k = 0
         clock = self._clock
+        order = sorted(store)
+        # a start-of-call burst: skip the packets that would leave even the fastest one waiting too long
+        keep_s = min(e[3] - ts / clock for ts, e in store.items()) + self._initial_s
+        keep_s += _START_GUARD_PACKETS * self._pkt_samples / clock
+        skip = 0
+        while skip + 1 < len(order) and now - order[skip + 1] / clock >= keep_s:
+            skip += 1
+        for ts in order[:skip]:
+            self._drop_head(ts)
+        self._cursor = self._heap[0]
+        self._origin = now - self._cursor / clock  # the playout offset at start: target k = 0
+        self._shed_from = now + self._shed_after_s  # the first targets rest on little data
         self._est.start(self._origin, [e[3] - ts / clock for ts, e in store.items()])
         self._set_target(0)
         return True
@@ -349,19 +258,23 @@ class JitterBuffer(StreamTimeline):
         return 0
 
     def _shrink_by_drop(self, ts: int) -> int:
-        """Last resort when too much delay has lasted too long: drop packet `ts` if its successor can play
-        now; returns the packet to play."""
+        """Too much delay for too long: drop packet `ts` if its successor can play now; returns the packet to
+        play."""
         heap = self._heap
         second = min(heap[1:3])
         if second != ts + self._pkt_samples:
             return ts
-        _heappop(heap)
+        self._drop_head(ts)
+        self._shed_cost = 0.0
+        return second
+
+    def _drop_head(self, ts: int) -> None:
+        """Drop the oldest buffered packet, `ts`, to shrink the delay."""
+        _heappop(self._heap)
         del self._store[ts]
         self._played_ts.append(ts)
         self._discarded += 1
         self._shrunk += 1
-        self._excess_cost = 0.0
-        return second
 
     def _fill_gap(self, excess: int) -> int | _Gap:
         """Nothing is due: shrink by skipping the gap if wanted (returns the packet then due), else play

@@ -147,13 +147,17 @@ class DelayEstimator:
         return self._mean_s
 
     def start(self, origin_s: float, transits: Iterable[float]) -> None:
-        """Playout starts with offset `origin_s`; `transits` are the packets buffered so far."""
+        """Playout starts with offset `origin_s`; `transits` are the packets buffered to play. The mean starts
+        from them alone, the histogram from the packets after them: how packets queued before playout
+        arrived (a start-of-call burst, say) says little about the jitter to come."""
         self.fold()
+        kept = list(transits)
+        self._observed = len(kept)
+        self._mean_s = sum(kept) / len(kept) if kept else self._mean_s
         self.origin_s = origin_s
         span_s = self._max_delay_s + _RANGE_MARGIN_S
         bins = self._bins = [0.0] * (self._off + math.ceil(span_s / self._bin_s) + 1)
         self._lo, self._hi = len(bins), -1
-        self._count(bins, list(transits))  # already in the mean
 
     @property
     def samples(self) -> float:
@@ -166,11 +170,12 @@ class DelayEstimator:
             return initial_s
         return self.origin_s + self.k_target * self._frame_s - self.mean_s
 
-    def retarget(self) -> None:
-        """Recompute the target offset from the histogram (within the delay bounds)."""
+    def retarget(self) -> bool:
+        """Recompute the target offset from the histogram (within the delay bounds); False while there are
+        too few samples to."""
         self.fold()
         if self._bins is None or self.samples < _MIN_SAMPLES:
-            return
+            return False
         frame_s = self._frame_s
         base = self._mean_s - self.origin_s
         k_lo = math.ceil((self._min_delay_s + base) / frame_s)
@@ -178,6 +183,7 @@ class DelayEstimator:
         k, gain_ms = self.best_offset(k_lo, k_hi, frame_s * 1000, self._late_cost, self.k_target)
         if k > self.k_target or gain_ms > self._shrink_margin_ms:
             self.k_target = k
+        return True
 
     def best_offset(
         self, k_lo: int, k_hi: int, frame_ms: float, cost: float, k_ref: int
