@@ -185,10 +185,23 @@ class SipMessage:
     def all(self, name: str) -> list[str]:
         return [v for k, v in self.headers if k == name]
 
+    def header(self, name: str) -> str | None:
+        """The first value of a header, by any case of its full name."""
+        return self.get(name.lower())
+
     @property
     def status(self) -> int | None:
         parts = self.start.split(" ", 2)
         return int(parts[1]) if self.start.startswith("SIP/2.0") and len(parts) > 1 else None
+
+    @property
+    def method(self) -> str | None:
+        """The request's method (None for a response)."""
+        return None if self.start.startswith("SIP/2.0") else self.start.split()[0]
+
+    @property
+    def cseq_method(self) -> str:
+        return (self.get("cseq") or " ").split()[-1]
 
 
 def parse_sip(data: bytes) -> SipMessage:

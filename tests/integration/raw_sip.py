@@ -13,53 +13,13 @@ import socket
 import struct
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
+from bench.sip_caller import SipMessage, parse_sip
 
 from trunkline.codecs.registry import create_codec
 
-COMPACT = {"v": "via", "f": "from", "t": "to", "i": "call-id", "m": "contact", "l": "content-length"}
 RTP_PACK = struct.Struct("!BBHII")
-
-
-@dataclass(frozen=True)
-class SipMessage:
-    """One received SIP message: start line, headers (lower-case names, in order), body."""
-
-    start: str
-    headers: tuple[tuple[str, str], ...]
-    body: str
-
-    @property
-    def status(self) -> int | None:
-        return int(self.start.split()[1]) if self.start.startswith("SIP/2.0 ") else None
-
-    @property
-    def method(self) -> str | None:
-        return None if self.start.startswith("SIP/2.0 ") else self.start.split()[0]
-
-    @property
-    def cseq_method(self) -> str:
-        return (self.header("cseq") or " ").split()[-1]
-
-    def header(self, name: str) -> str | None:
-        values = self.all(name)
-        return values[0] if values else None
-
-    def all(self, name: str) -> list[str]:
-        return [value for key, value in self.headers if key == name.lower()]
-
-
-def parse_sip(data: bytes) -> SipMessage:
-    head, _, body = data.decode("utf-8", "replace").partition("\r\n\r\n")
-    lines = head.split("\r\n")
-    headers = []
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        key = name.strip().lower()
-        headers.append((COMPACT.get(key, key), value.strip()))
-    return SipMessage(lines[0], tuple(headers), body)
 
 
 def answer_sdp(rtp_port: int, pts: str, rtpmaps: tuple[str, ...]) -> str:
