@@ -28,7 +28,7 @@ decision (the leg stops sending on the next 20 ms tick after it); paused % = bac
 playout briefly.
 Audio and transcripts (with decode times) are cached in bench/.cache/endpointing/; a cold run synthesizes
 ~250 clips and runs ~800 decodes (~15 min on a loaded box); from the cache: full ~10 s, quick ~3 s.
-Texts: bench/endpointing_texts.py; synthesis, transcripts and the virtual-clock replay: bench/speech_replay.py.
+Texts: bench/endpointing_texts.py; synthesis, transcripts, virtual-clock replay: bench/speech_replay.py.
 Run: python -m bench.endpointing [--quick]   (prints JSON)
 """
 

@@ -51,7 +51,8 @@ def media_quality(leg: Leg | None) -> MediaQuality:
     except Exception:  # the call record must still be written
         log.exception("call.media_stats_failed")
         return MediaQuality()
-    counters, jb = stats.counters, stats.jitter_buffer
+    counters, jb, rtcp = stats.counters, stats.jitter_buffer, stats.rtcp
+    far = None if rtcp is None else rtcp.far_end  # the far end's RTCP report on our stream, if it sent one
     return MediaQuality(
         packets_received=counters.received,
         packets_sent=counters.sent,
@@ -60,6 +61,9 @@ def media_quality(leg: Leg | None) -> MediaQuality:
         packets_discarded=jb.overflow_dropped + jb.duplicate + jb.discarded,
         concealed_frames=counters.frames_concealed,
         jitter_mean_ms=stats.interarrival_jitter_ms,  # RFC 3550 smoothed interarrival jitter
+        far_end_loss_pct=None if far is None else round(100 * far.fraction_lost, 2),
+        far_end_jitter_ms=None if far is None else far.jitter_ms,
+        round_trip_ms=None if rtcp is None else rtcp.max_round_trip_ms,
     )
 
 

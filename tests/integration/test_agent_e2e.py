@@ -38,7 +38,7 @@ from tests.peers.pcap_audio import DigitAt, rtp_stream, write_rtp_pcap
 from tests.peers.sipp import SippProcess
 from tests.peers.sipp_scenarios import uac_basic
 from tests.peers.speech import synthesize
-from trunkline.store import CallRecord, Speaker, TurnRecord
+from trunkline.store import CallEnd, CallRecord, Speaker, TurnRecord
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 RATE = 8000
@@ -218,6 +218,10 @@ async def test_demo_tenant_books_with_intents(fresh: Env) -> None:
         "first_rtp_out",
     ]
     assert report_wire("intents booking", outcome)
+    # the call record keeps baresip's RTCP view of our audio: nothing lost on loopback, a round trip
+    (end,) = [r for r in outcome.records if isinstance(r, CallEnd)]
+    assert end.media.far_end_loss_pct == 0.0 and end.media.far_end_jitter_ms is not None, end.media
+    assert end.media.round_trip_ms is not None and 0 <= end.media.round_trip_ms < 500, end.media
 
 
 def script_booking(stub: OpenAIStub) -> None:

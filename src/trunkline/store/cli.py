@@ -22,7 +22,7 @@ from uuid import UUID
 from trunkline.store.embedded import EmbeddedPostgres
 from trunkline.store.errors import StoreError
 from trunkline.store.postgres import PostgresCallReader, create_app_pool
-from trunkline.store.records import LATENCY_STAGES, CallDetail, StoredCall
+from trunkline.store.records import LATENCY_STAGES, CallDetail, MediaQuality, StoredCall
 from trunkline.store.runtime import StoreSettings, run_migrations
 
 
@@ -141,6 +141,18 @@ def _offset(call: StoredCall, at: datetime) -> str:
     return f"+{int(seconds // 60):02d}:{seconds % 60:04.1f}"
 
 
+def _far_end_lines(m: MediaQuality) -> list[str]:
+    """The far end's RTCP view of our stream, with only the values it reported; no line without any."""
+    parts = []
+    if m.far_end_loss_pct is not None:
+        parts.append(f"loss {m.far_end_loss_pct:.1f} %")
+    if m.far_end_jitter_ms is not None:
+        parts.append(f"jitter {m.far_end_jitter_ms:.1f} ms")
+    if m.round_trip_ms is not None:
+        parts.append(f"round trip {m.round_trip_ms:.0f} ms")
+    return [f"  far end     {', '.join(parts)}"] if parts else []
+
+
 def format_call_detail(detail: CallDetail) -> str:
     """Call facts, media quality, usage, then the transcript with tool calls in time order."""
     c, m, u = detail.call, detail.call.media, detail.usage
@@ -154,6 +166,7 @@ def format_call_detail(detail: CallDetail) -> str:
         f"  media       rx {m.packets_received} / tx {m.packets_sent} packets, lost {m.packets_lost}, "
         f"late {m.packets_late}, discarded {m.packets_discarded}, concealed {m.concealed_frames} frames, "
         f"jitter {m.jitter_mean_ms:.1f} ms mean / {m.jitter_max_ms:.1f} ms max",
+        *_far_end_lines(m),
         f"  usage       LLM tokens {u.llm_tokens_in} in / {u.llm_tokens_out} out, ASR {u.asr_seconds:.1f} s, "
         f"TTS {u.tts_characters} chars / {u.tts_seconds:.1f} s, tool calls {u.tool_calls}, "
         f"{u.minutes:.2f} min",

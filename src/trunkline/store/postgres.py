@@ -158,7 +158,8 @@ _SQL: dict[str, str] = {
     "call_end": "UPDATE trunkline.calls SET ended_at = $3, end_reason = $4, codec = COALESCE($5, codec),"
     " answered_at = COALESCE($6, answered_at), packets_received = $7, packets_sent = $8,"
     " packets_lost = $9, packets_late = $10, packets_discarded = $11, concealed_frames = $12,"
-    " jitter_mean_ms = $13, jitter_max_ms = $14 WHERE id = $1 AND tenant_id = $2",
+    " jitter_mean_ms = $13, jitter_max_ms = $14, far_end_loss_pct = $15, far_end_jitter_ms = $16,"
+    " round_trip_ms = $17 WHERE id = $1 AND tenant_id = $2",
 }
 
 
@@ -192,7 +193,8 @@ def _end_params(r: Any) -> tuple[Any, ...]:
     m = e.media
     return (e.call_id, e.tenant_id, e.ended_at, _scrub(e.end_reason), e.codec, e.answered_at,
             m.packets_received, m.packets_sent, m.packets_lost, m.packets_late, m.packets_discarded,
-            m.concealed_frames, m.jitter_mean_ms, m.jitter_max_ms)  # fmt: skip
+            m.concealed_frames, m.jitter_mean_ms, m.jitter_max_ms, m.far_end_loss_pct, m.far_end_jitter_ms,
+            m.round_trip_ms)  # fmt: skip
 
 
 _PARAMS: dict[str, Callable[[Any], tuple[Any, ...]]] = {
@@ -225,6 +227,7 @@ _CALL_COLUMNS = (
     "c.id, c.tenant_id, c.direction, c.from_number, c.to_number, c.sip_call_id, c.codec, c.started_at,"
     " c.answered_at, c.ended_at, c.end_reason, c.packets_received, c.packets_sent, c.packets_lost,"
     " c.packets_late, c.packets_discarded, c.concealed_frames, c.jitter_mean_ms, c.jitter_max_ms,"
+    " c.far_end_loss_pct, c.far_end_jitter_ms, c.round_trip_ms,"
     " (SELECT count(*) FROM trunkline.turns t WHERE t.call_id = c.id) AS turn_count"
 )
 _USAGE_SUMS = (
@@ -239,6 +242,7 @@ def _stored_call(row: Any) -> StoredCall:
     media = MediaQuality(
         row["packets_received"], row["packets_sent"], row["packets_lost"], row["packets_late"],
         row["packets_discarded"], row["concealed_frames"], row["jitter_mean_ms"], row["jitter_max_ms"],
+        row["far_end_loss_pct"], row["far_end_jitter_ms"], row["round_trip_ms"],
     )  # fmt: skip
     return StoredCall(
         row["tenant_id"], UUID(str(row["id"])), Direction(row["direction"]), row["from_number"],

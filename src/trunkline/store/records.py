@@ -58,7 +58,13 @@ def _check_aware(name: str, value: datetime | None) -> None:
 
 @dataclass(frozen=True, slots=True)
 class MediaQuality:
-    """RTP counters of a call leg at hang-up."""
+    """RTP counters of a call leg at hang-up, and the far end's view of our stream from its RTCP reports.
+
+    The far-end fields are None when the far end sent no RTCP report on our stream (SIPp sends none;
+    carriers and softphones do). `far_end_loss_pct` is the loss of its latest report interval
+    (RTCP fraction lost x 100), not the cumulative loss; `far_end_jitter_ms` is its latest reported
+    interarrival jitter; `round_trip_ms` is the largest round trip seen during the call.
+    """
 
     packets_received: int = 0
     packets_sent: int = 0
@@ -68,6 +74,9 @@ class MediaQuality:
     concealed_frames: int = 0
     jitter_mean_ms: float = 0.0
     jitter_max_ms: float = 0.0
+    far_end_loss_pct: float | None = None
+    far_end_jitter_ms: float | None = None
+    round_trip_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
