@@ -1,10 +1,11 @@
 """The engine's RTCP side (thin adapter over rtcp_report.RtcpReporter): one reporter per leg that has an RTCP
 socket, its reports sent from that socket, and what arrives on it taken in.
 
-Reports go to the address the far end's RTCP last came from (symmetric RTCP, as for RTP behind NAT), else
-to its RTP address with the port + 1 (RFC 3550 §11). Each tick checks 1/50 of the legs, so a report leaves
-at most a second after it is due (the interval is randomised by seconds anyway) and the check costs next to
-nothing per tick. The last report, with a BYE, goes out when the leg closes.
+Reports go to the address the far end's RTCP last came from (symmetric RTCP, as for RTP behind NAT; only
+from the far end's RTP host), else to its RTP address with the port + 1 (RFC 3550 §11). Each tick checks
+1/50 of the legs, so a report leaves at most a second after it is due (the interval is randomised by seconds
+anyway) and the check costs next to nothing per tick. The last report, with a BYE, goes out when the leg
+closes.
 """
 
 from __future__ import annotations
@@ -74,7 +75,11 @@ class RtcpLegs:
         if entry is None:
             return
         ssrc = session.jitter.source_ssrc
-        if entry.reporter.on_rtcp(data, now, time.time(), ssrc):
+        # latch only onto the far end's own host (its NAT-mapped RTCP port): a datagram from elsewhere must
+        # not redirect our reports to a third party
+        if entry.reporter.on_rtcp(data, now, time.time(), ssrc) and (
+            session.remote is None or addr[0] == session.remote[0]
+        ):
             entry.latched = addr
 
     def send_due(self, sessions: list[RtpSession], tick_index: int, now: float) -> None:
