@@ -303,5 +303,8 @@ def metrics(result: dict[str, Any]) -> list[Metric]:
 
 
 if __name__ == "__main__":
+    from trunkline.logs import configure_logging
+
+    configure_logging()  # log lines to stderr: stdout is the JSON
     json.dump(run(quick="--quick" in sys.argv[1:]), sys.stdout, indent=2)
     print()

@@ -288,5 +288,9 @@ def metrics(result: dict[str, Any]) -> list[Metric]:
 if __name__ == "__main__":
     import json
 
+    from trunkline.logs import configure_logging
+
+    configure_logging()  # log lines to stderr: stdout is the JSON
+
     res = run(quick="--quick" in sys.argv[1:], tts_only="--tts-only" in sys.argv[1:])
     print(json.dumps({k: v for k, v in res.items() if not k.endswith("_samples")}, indent=2))

@@ -175,4 +175,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from trunkline.logs import configure_logging
+
+    configure_logging()  # the steps' log lines to stderr: stdout is the table
     sys.exit(main())

@@ -371,4 +371,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+    from trunkline.logs import configure_logging
+
+    configure_logging()  # log lines to stderr: stdout is the JSON
     sys.exit(main(sys.argv[1:]))
