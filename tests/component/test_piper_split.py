@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,7 @@ def test_graphs_without_piper_scopes_or_with_speakers_are_refused(tmp_path: Path
         find_split_names(model)
 
 
-def test_split_is_cached_on_disk_and_keyed_by_the_voice_file(tiny: Path, tmp_path: Path) -> None:
+def test_split_is_cached_on_disk_and_keyed_by_the_voice_files_content(tiny: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     parts = load_split(tiny, cache)
     files = sorted(cache.iterdir())
@@ -124,10 +125,18 @@ def test_split_is_cached_on_disk_and_keyed_by_the_voice_file(tiny: Path, tmp_pat
     assert not [f for f in files if f.suffix == ".tmp"]
     files[0].write_bytes(b"marker")  # read back from the cache, not split again
     assert load_split(tiny, cache)[2] == b"marker"
+    # the same voice installed elsewhere (another virtualenv) shares the split
+    elsewhere = tmp_path / "venv2" / tiny.name
+    elsewhere.parent.mkdir()
+    shutil.copy2(tiny, elsewhere)
+    os.utime(elsewhere, ns=(10**9, 10**9))
+    assert load_split(elsewhere, cache)[2] == b"marker" and len(list(cache.iterdir())) == 3
     assert load_split(tiny, cache, refresh=True) == parts
-    st = tiny.stat()
-    os.utime(tiny, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the voice changed: a new key
-    assert load_split(tiny, cache) == parts and len(list(cache.iterdir())) == 6
+    # a new version of the voice: its own split, and the old version's files are removed
+    model = onnx.load(str(tiny))
+    model.doc_string = "voice v2"
+    onnx.save(model, str(tiny))
+    assert load_split(tiny, cache) == parts and len(list(cache.iterdir())) == 3
 
 
 def test_damaged_or_unwritable_cache_still_gives_a_working_split(tiny: Path, tmp_path: Path) -> None:
