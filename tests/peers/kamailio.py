@@ -9,8 +9,11 @@ is not registered. Record-Route is on for every dialog. Marker lines in the log 
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -86,6 +89,7 @@ class KamailioTrunk:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
+            start_new_session=True,  # its own process group: stop() ends every worker with it
         )
         log.close()
         self.wait_ready(timeout_s)
@@ -112,14 +116,20 @@ class KamailioTrunk:
         raise RuntimeError("kamailio did not become ready")
 
     def stop(self) -> None:
+        """SIGTERM kamailio's whole process group (SIGKILL after 5 s): signalling only the main process left
+        some of its worker processes running after every test."""
         if self.process is None:
             return
-        self.process.terminate()
+        group = self.process.pid  # a session leader: its pid is the group id
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=5)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)  # any worker still there
         self.process = None
 
     def log_text(self) -> str:
