@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from trunkline.codecs.resample import Resampler
+from trunkline.codecs.lowdelay import LowDelayResampler
 from trunkline.logs import get_logger
 from trunkline.pipeline.models import (
     BoundedPool,
@@ -175,7 +175,7 @@ class LocalPiper:
                 piper_stream_voice(self._spec, self._settings, self._cache_dir) if self._streaming else None
             )
             scales = sentence_scales(voice.config, self._length_scale)
-            resampler = Resampler(int(voice.config.sample_rate), out_rate_hz)
+            resampler = LowDelayResampler(int(voice.config.sample_rate), out_rate_hz)
             for phonemes in voice.phonemize(text):
                 if not phonemes:
                     continue
@@ -189,7 +189,7 @@ class LocalPiper:
                     if stop.is_set():
                         return
                     pcm = resampler.process(to_int16(piece, self._volume))
-                    if last:  # soxr holds back a few ms; each sentence is its own stream
+                    if last:  # the resampler holds back ~2 ms; each sentence is its own stream
                         pcm = np.concatenate([pcm, resampler.flush()])
                     if len(pcm):
                         put(AudioChunk(pcm, out_rate_hz))
@@ -271,7 +271,7 @@ class OpenAISpeech:
 
     async def _read_pcm(self, body: AsyncIterator[bytes]) -> AsyncGenerator[AudioChunk, None]:
         """Turn the byte stream into resampled chunks, keeping an odd trailing byte for the next read."""
-        resampler = Resampler(OPENAI_PCM_RATE_HZ, self._output_rate_hz)
+        resampler = LowDelayResampler(OPENAI_PCM_RATE_HZ, self._output_rate_hz)
         carry = b""
         timeout_s = self._first_byte_timeout_s
         while True:
