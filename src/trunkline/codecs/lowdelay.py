@@ -116,7 +116,8 @@ class LowDelayResampler:
         if self.passthrough:
             return _EMPTY
         self._buffer = np.concatenate((self._buffer, np.zeros(self._half, np.float32)))
-        total = (2 * self._n_in * self._up + self._down) // (2 * self._down)  # round(n_in · out / in), as soxr
+        # round(n_in · out / in) samples in all, as soxr ends a stream
+        total = (2 * self._n_in * self._up + self._down) // (2 * self._down)
         tail = self._emit(self._n_in - 1, limit=total)
         self.reset()
         return tail

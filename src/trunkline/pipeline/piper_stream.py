@@ -70,13 +70,11 @@ class StreamSettings:
     decoder_context_frames: int = 8  # chunked vs one-shot audio >= 60 dB on 8 test sentences (10: exact)
     flow_context_frames: int = 20  # with 16 it drops to ~37-46 dB, with 24 it is exact to float rounding
     flow_lookahead_chunks: int = 1
-    first_flow_lookahead_chunks: int = 0  # the first flow run makes only what the first audio needs
 
     def __post_init__(self) -> None:
         if self.first_frames < 1 or self.max_frames < self.first_frames or self.growth < 1.0:
             raise ValueError("need 1 <= first_frames <= max_frames and growth >= 1")
-        lookaheads = (self.flow_lookahead_chunks, self.first_flow_lookahead_chunks)
-        if min(self.decoder_context_frames, self.flow_context_frames, *lookaheads) < 0:
+        if min(self.decoder_context_frames, self.flow_context_frames, self.flow_lookahead_chunks) < 0:
             raise ValueError("context frames and lookahead must be >= 0")
 
 
@@ -100,17 +98,16 @@ def windows(bounds: list[int], n_frames: int, context: int) -> list[Window]:
 
 def plan_chunks(n_frames: int, settings: StreamSettings) -> list[Step]:
     """The streaming schedule for a sentence of `n_frames` latent frames. When a decoder chunk needs z frames
-    not made yet, the flow makes them together with those of the next `flow_lookahead_chunks` chunks (fewer
-    flow runs, less context work); the first run looks `first_flow_lookahead_chunks` ahead, so the work
-    before the first audio stays small."""
+    not made yet, the flow makes them together with those of the next `flow_lookahead_chunks` chunks: fewer
+    flow runs (less context work), and the chunk right after the first, the tightest to make while audio
+    plays, needs no flow run."""
     bounds = chunk_bounds(n_frames, settings.first_frames, settings.max_frames, settings.growth)
     decode = windows(bounds, n_frames, settings.decoder_context_frames)
     steps, made = [], 0
     for k, dec in enumerate(decode):
         flow = None
         if dec.run_end > made:
-            ahead = settings.first_flow_lookahead_chunks if k == 0 else settings.flow_lookahead_chunks
-            target = decode[min(k + ahead, len(decode) - 1)].run_end
+            target = decode[min(k + settings.flow_lookahead_chunks, len(decode) - 1)].run_end
             flow = windows([made, target], n_frames, settings.flow_context_frames)[0]
             made = target
         steps.append(Step(flow, dec))
