@@ -137,10 +137,11 @@ class MediaEngine:
         *,
         dtmf_payload_type: int | None = None,
         learn_remote: bool = False,
+        remote_rtcp: Address | None = None,
     ) -> Leg:
         """Bind a port pair and start media for one leg. `remote` is the SDP's address; with `learn_remote`
-        (NAT) the first valid packet's source replaces it once.
-        Raises PortsExhausted, UnsupportedCodecError."""
+        (NAT) the first valid packet's source replaces it once. `remote_rtcp` is the SDP's a=rtcp address
+        (None: our reports go to the RTP port + 1). Raises PortsExhausted, UnsupportedCodecError."""
         if self._epoll is None:
             raise RuntimeError("MediaEngine.start() has not been awaited")
         codec = create_codec(codec_name, clock_rate_hz)
@@ -156,6 +157,7 @@ class MediaEngine:
         )
         lease = self.ports.allocate()
         leg = Leg(session, lease, self._detach, self._waiting)
+        leg.remote_rtcp = remote_rtcp
         for sock, is_rtcp in ((lease.rtp_socket, False), (lease.rtcp_socket, True)):
             if sock is None:
                 continue

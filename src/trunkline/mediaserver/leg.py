@@ -124,6 +124,7 @@ class Leg:
         self.dtmf: Stream[DtmfDigit] = Stream(deque(maxlen=256))
         self.playout: Stream[PlayoutPosition] = Stream(deque(maxlen=256))
         self.rtcp: RtcpReporter | None = None  # set by the engine when the leg has an RTCP socket
+        self.remote_rtcp: Address | None = None  # the far end's SDP a=rtcp (RFC 3605); None: RTP port + 1
 
     # ------------------------------------------------------------------ identity
 
@@ -202,9 +203,11 @@ class Leg:
         """Resume sending where hold() stopped."""
         self.session.unhold()
 
-    def set_remote(self, remote: Address | None, learn: bool = False) -> None:
-        """New remote media address (re-INVITE); with `learn`, the first valid packet's source wins (NAT)."""
+    def set_remote(self, remote: Address | None, learn: bool = False, rtcp: Address | None = None) -> None:
+        """New remote media address (re-INVITE); with `learn`, the first valid packet's source wins (NAT).
+        `rtcp` is the SDP's a=rtcp address for our reports (None: the RTP port + 1)."""
         self.session.set_remote(remote, learn)
+        self.remote_rtcp = rtcp
 
     def send_dtmf(self, digit: str, duration_ms: int = 100) -> None:
         """Send one RFC 4733 key press (needs the telephone-event payload type)."""

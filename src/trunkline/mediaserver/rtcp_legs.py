@@ -1,11 +1,15 @@
 """The engine's RTCP side (thin adapter over rtcp_report.RtcpReporter): one reporter per leg that has an RTCP
 socket, its reports sent from that socket, and what arrives on it taken in.
 
-Reports go to the address the far end's RTCP last came from (symmetric RTCP, as for RTP behind NAT; only
-from the far end's RTP host), else to its RTP address with the port + 1 (RFC 3550 §11). Each tick checks
-1/50 of the legs, so a report leaves at most a second after it is due (the interval is randomised by seconds
-anyway) and the check costs next to nothing per tick. The last report, with a BYE, goes out when the leg
-closes.
+Reports go to the address the far end's RTCP last came from (symmetric RTCP, as for RTP behind NAT), else to
+the address its SDP's a=rtcp declared (RFC 3605, `Leg.remote_rtcp`), else to its RTP address with the port + 1
+(RFC 3550 §11). Only a source on the far end's RTP host or on its a=rtcp host latches (both come from its
+signalling): a stranger's datagram must not redirect our reports, and a latch on a host the far end has since
+left (re-INVITE) is no longer used.
+
+Each tick checks 1/50 of the legs, so a report leaves at most a second after it is due (the interval is
+randomised by seconds anyway) and the check costs next to nothing per tick. The last report, with a BYE, goes
+out when the leg closes.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ log = get_logger("trunkline.media.rtcp")
 class _RtcpLeg:
     reporter: RtcpReporter
     sock: socket.socket
+    leg: Leg
     latched: Address | None = None  # where the far end's RTCP comes from
     send_errors: int = 0
 
@@ -68,18 +73,14 @@ class RtcpLegs:
         cname = f"{secrets.token_hex(8)}@trunkline"  # RFC 7022: random, per leg
         reporter = RtcpReporter(session.ssrc, cname, session.clock_rate_hz, now, interval_s=self._interval_s)
         leg.rtcp = reporter
-        self._legs[session] = _RtcpLeg(reporter, sock)
+        self._legs[session] = _RtcpLeg(reporter, sock, leg)
 
     def received(self, session: RtpSession, data: bytes, addr: Address, now: float) -> None:
         entry = self._legs.get(session)
         if entry is None:
             return
         ssrc = session.jitter.source_ssrc
-        # latch only onto the far end's own host (its NAT-mapped RTCP port): a datagram from elsewhere must
-        # not redirect our reports to a third party
-        if entry.reporter.on_rtcp(data, now, time.time(), ssrc) and (
-            session.remote is None or addr[0] == session.remote[0]
-        ):
+        if entry.reporter.on_rtcp(data, now, time.time(), ssrc) and _far_end_host(entry, addr[0]):
             entry.latched = addr
 
     def send_due(self, sessions: list[RtpSession], tick_index: int, now: float) -> None:
@@ -101,6 +102,10 @@ class RtcpLegs:
 
     def _send(self, entry: _RtcpLeg, session: RtpSession, packet: bytes) -> None:
         target = entry.latched
+        if target is not None and not _far_end_host(entry, target[0]):
+            target = None  # latched before a re-INVITE moved the far end elsewhere
+        if target is None:
+            target = entry.leg.remote_rtcp
         if target is None and session.remote is not None:
             target = (session.remote[0], session.remote[1] + 1)
         if target is None:
@@ -110,3 +115,10 @@ class RtcpLegs:
             self.sent += 1
         except OSError:  # buffer full or an ICMP error queued: RTCP is best effort
             entry.send_errors += 1
+
+
+def _far_end_host(entry: _RtcpLeg, host: str) -> bool:
+    """Whether RTCP from `host` may steer our reports: the far end's RTP host or its a=rtcp host (any host
+    while the RTP address is not known yet)."""
+    remote, rtcp = entry.leg.session.remote, entry.leg.remote_rtcp
+    return remote is None or host == remote[0] or (rtcp is not None and host == rtcp[0])

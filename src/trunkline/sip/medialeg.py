@@ -32,6 +32,7 @@ class LegAdapter:
             media.payload_type,
             remote,
             dtmf_payload_type=media.dtmf_payload_type,
+            remote_rtcp=None if remote is None else media.remote_rtcp,
         )
         if not media.we_send:
             leg.hold()
@@ -59,9 +60,10 @@ class LegAdapter:
         return (self._config.media.advertised_host, int(leg.local_port))
 
     def update(self, leg: Any, media: Negotiated) -> None:
-        """New remote address (answer, re-INVITE); 0.0.0.0 (old-style hold) keeps the previous one."""
+        """New remote address (answer, re-INVITE), with its a=rtcp address if any (else RTCP goes to the RTP
+        port + 1); 0.0.0.0 (old-style hold) keeps the previous ones."""
         if media.remote_host != "0.0.0.0":
-            leg.set_remote((media.remote_host, media.remote_port))
+            leg.set_remote((media.remote_host, media.remote_port), rtcp=media.remote_rtcp)
 
     def set_hold(self, leg: Any, on_hold: bool) -> None:
         if on_hold:

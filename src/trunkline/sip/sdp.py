@@ -3,6 +3,11 @@
 Pure functions over strings. We support one audio stream over RTP/AVP with PCMU, PCMA or G.722 plus
 telephone-event (RFC 4733), IPv4 only; anything we cannot honour raises `SdpError` carrying the SIP status
 the INVITE should be answered with (488 for "not acceptable here", 400 for unparseable).
+
+A media-level `a=rtcp:<port> [IN IP4 <addr>]` (RFC 3605) says where the far end wants RTCP. It is advisory:
+a malformed one (bad port, not a unicast IPv4 address, IPv6, a name) is ignored rather than failing the
+call, and the RFC 3550 default (RTP port + 1 on the media host) applies. Our own SDP has no a=rtcp since
+our RTCP is on that default.
 """
 
 from __future__ import annotations
@@ -50,6 +55,8 @@ class AudioMedia:
     rtpmap: tuple[tuple[int, str, int], ...]  # (payload type, encoding name upper-case, clock rate)
     direction: str
     ptime_ms: int | None
+    rtcp_port: int | None = None  # a=rtcp (RFC 3605); None: RTP port + 1
+    rtcp_host: str | None = None  # a=rtcp's address; None: the media's connection host
 
     def encoding(self, pt: int) -> tuple[str, int] | None:
         for number, name, rate in self.rtpmap:
@@ -75,6 +82,7 @@ class Negotiated:
     remote_port: int
     direction: str  # our direction, as it appears in our SDP
     ptime_ms: int
+    remote_rtcp: tuple[str, int] | None = None  # the far end's a=rtcp address; None: RTP port + 1
 
     @property
     def sample_rate_hz(self) -> int:
@@ -139,6 +147,7 @@ def _audio_block(block: list[str], session_host: str | None, session_dir: str) -
     if not 0 < port < 65536 or any(not 0 <= pt < 128 for pt in pts):
         raise SdpError(400, f"port or payload type out of range in {block[0][:40]!r}")
     host, direction, ptime = session_host, session_dir, None
+    rtcp: tuple[int, str | None] | None = None
     rtpmap: list[tuple[int, str, int]] = []
     for line in block[1:]:
         if line.startswith("c="):
@@ -149,9 +158,31 @@ def _audio_block(block: list[str], session_host: str | None, session_dir: str) -
             rtpmap.append(_rtpmap(line))
         elif line.startswith("a=ptime:"):
             ptime = _int_attr(line, "a=ptime:")
+        elif line.startswith("a=rtcp:") and rtcp is None:
+            rtcp = _rtcp_attr(line)
     if host is None:
         raise SdpError(400, "no c= line for the audio stream")
-    return AudioMedia(host, port, pts, tuple(rtpmap), direction, ptime)
+    rtcp_port, rtcp_host = rtcp if rtcp is not None else (None, None)
+    return AudioMedia(host, port, pts, tuple(rtpmap), direction, ptime, rtcp_port, rtcp_host)
+
+
+def _rtcp_attr(line: str) -> tuple[int, str | None] | None:
+    """`a=rtcp:<port> [IN IP4 <unicast address>]` (RFC 3605) as (port, address or None); None when
+    malformed or not usable by us (IPv6, a name, multicast, 0.0.0.0, 240/4): the caller keeps the default."""
+    parts = line[len("a=rtcp:") :].split()
+    if not parts or not (parts[0].isascii() and parts[0].isdigit()) or not 0 < int(parts[0]) < 65536:
+        return None
+    if len(parts) == 1:
+        return int(parts[0]), None
+    if len(parts) != 4 or parts[1] != "IN" or parts[2] != "IP4":
+        return None
+    try:
+        addr = ipaddress.IPv4Address(parts[3])
+    except ValueError:
+        return None
+    if addr.is_multicast or addr.is_unspecified or addr.is_reserved:  # reserved: 240/4, broadcast
+        return None
+    return int(parts[0]), str(addr)
 
 
 def _rtpmap(line: str) -> tuple[int, str, int]:
@@ -194,9 +225,19 @@ def negotiate(offer: AudioMedia, preference: tuple[str, ...], ptime_ms: int = 20
                 remote_port=offer.port,
                 direction=REVERSE_DIRECTION[offer.direction] if offer.host != "0.0.0.0" else "inactive",
                 ptime_ms=offer.ptime_ms or ptime_ms,
+                remote_rtcp=_remote_rtcp(offer),
             )
     names = tuple(e[0] for pt in offer.payload_types if (e := offer.encoding(pt)) is not None)
     raise NoCommonCodec(names)
+
+
+def _remote_rtcp(media: AudioMedia) -> tuple[str, int] | None:
+    """Where the far end's a=rtcp says its RTCP goes; None for the default, or when the address would be
+    the old-style hold 0.0.0.0 (the leg then keeps its previous addresses)."""
+    if media.rtcp_port is None:
+        return None
+    host = media.rtcp_host or media.host
+    return None if host == "0.0.0.0" else (host, media.rtcp_port)
 
 
 def negotiate_answer(answer: AudioMedia, offered: tuple[str, ...], ptime_ms: int = 20) -> Negotiated:
