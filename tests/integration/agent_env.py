@@ -103,6 +103,26 @@ async def booking_server() -> AsyncIterator[BookingServer]:
         await server.stop()
 
 
+def carrier_trunk(kamailio: Any, dids: Mapping[str, str], user: str = "alice") -> dict[str, Any]:
+    """The trunk that registers with `kamailio` (the test carrier) as `user`; the password comes from the
+    environment variable CARRIER_PASSWORD, as an operator would configure it."""
+    return {
+        "name": "carrier",
+        "host": "127.0.0.1",
+        "port": kamailio.customer_port,
+        "username": user,
+        "password_env": "CARRIER_PASSWORD",
+        "register": True,
+        "dids": dict(dids),
+        "allowed_sources": ["127.0.0.1/32"],
+    }
+
+
+async def wait_registered(kamailio: Any) -> None:
+    registered = await asyncio.to_thread(kamailio.wait_for, lambda k: bool(k.registrations()), 15)
+    assert registered, kamailio.log_text()[-2000:]
+
+
 @dataclass
 class AgentServer:
     sip_port: int

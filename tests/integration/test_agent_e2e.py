@@ -25,10 +25,12 @@ from tests.integration.agent_env import (
     BookingServer,
     agent_server,
     booking_server,
+    carrier_trunk,
     demo_tenant,
     llm_tenant,
     transcribe,
     voiced_spans,
+    wait_registered,
     words,
 )
 from tests.peers.baresip import BaresipCaller, BaresipResult
@@ -73,16 +75,7 @@ def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KamailioTrunk
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def env(tmp_path_factory: pytest.TempPathFactory, kamailio: KamailioTrunk) -> AsyncIterator[Env]:
     workdir = tmp_path_factory.mktemp("agent")
-    carrier = {
-        "name": "carrier",
-        "host": "127.0.0.1",
-        "port": kamailio.customer_port,
-        "username": "alice",
-        "password_env": "CARRIER_PASSWORD",
-        "register": True,
-        "dids": {TRUNK_DID: "llm"},
-        "allowed_sources": ["127.0.0.1/32"],
-    }
+    carrier = carrier_trunk(kamailio, {TRUNK_DID: "llm"})
     local = {"name": "local", "allowed_sources": ["127.0.0.1/32"],
              "dids": {DEMO_DID: "demo", LLM_DID: "llm", LONG_DID: "llmlong", QUIET_DID: "quiet"}}  # fmt: skip
     async with OpenAIStub() as stub, booking_server() as booking:
@@ -95,8 +88,7 @@ async def env(tmp_path_factory: pytest.TempPathFactory, kamailio: KamailioTrunk)
         async with agent_server(
             workdir, tenants, {}, trunks=[carrier, local], env={"CARRIER_PASSWORD": PASSWORD}
         ) as server:
-            registered = await asyncio.to_thread(kamailio.wait_for, lambda k: bool(k.registrations()), 15)
-            assert registered, kamailio.log_text()[-2000:]
+            await wait_registered(kamailio)
             yield Env(server, stub, booking, kamailio, workdir)
 
 

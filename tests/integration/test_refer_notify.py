@@ -1,6 +1,6 @@
-"""NOTIFYs in dialogs we hold no subscription in, driven by SIPp as the carrier: refer progress that arrives
-after our BYE for a transferred call gets 481 (sippy said 500), and so does a NOTIFY in a live call (sippy
-did not answer it at all); neither logs a warning or an error."""
+"""REFER and NOTIFY with SIPp as the carrier. Refer progress that arrives after our BYE for a transferred call
+gets 481 (sippy said 500), and so does a NOTIFY in a live call (sippy did not answer it at all); neither logs
+a warning or an error. A REFER the carrier refuses leaves the call up."""
 
 from __future__ import annotations
 
@@ -31,11 +31,13 @@ def notify(cseq: int, status_line: str, state: str) -> str:
 
 
 class Server:
-    """SipService + MediaEngine in this process; the handler transfers the call when `transfer` is set."""
+    """SipService + MediaEngine in this process; the handler transfers the call when `transfer` is set and
+    keeps what `Call.transfer` returned in `outcomes`."""
 
     def __init__(self, transfer: bool) -> None:
         self.transfer = transfer
         self.calls: list[Call] = []
+        self.outcomes: list[bool] = []
         self.port = free_udp_port()
         self.service = SipService()
         self.engine: MediaEngine | None = None
@@ -61,7 +63,7 @@ class Server:
     async def on_call(self, call: Call) -> None:
         self.calls.append(call)
         if self.transfer:
-            await call.transfer("+15559990000")
+            self.outcomes.append(await call.transfer("+15559990000"))
         await call.ended.wait()
 
     async def aclose(self) -> None:
@@ -131,3 +133,27 @@ async def test_notify_in_a_live_call_gets_481_and_the_call_goes_on(
     assert result.returncode == 0, result.errors + result.stdout
     assert [c.end_reason for c in answering.calls] == ["remote_hangup"]
     assert quiet(capsys.readouterr().out)
+
+
+async def test_a_refused_refer_keeps_the_call_up(transferring: Server, tmp_path: Path) -> None:
+    """A trunk with REFER disabled answers 403: transfer() says so and the caller stays connected (the dialog
+    still answers an OPTIONS, and ends only with the caller's own BYE)."""
+    scn = S.scenario(
+        "refused-refer",
+        S.invite(S.sdp()),
+        S.recv(100, optional=True),
+        S.recv(180),
+        S.recv(200, rrs=True),
+        S.ack_2xx(),
+        S.recv("REFER"),
+        REPLY.format(code=403, reason="Forbidden"),
+        S.pause(300),
+        S.in_dialog("OPTIONS", 2),
+        S.recv(200),  # still connected: no BYE came after the refusal
+        S.in_dialog("BYE", 3),
+        S.recv(200),
+    )
+    result = await asyncio.to_thread(run_sipp, tmp_path, scn, f"127.0.0.1:{transferring.port}", timeout_s=15)
+    assert result.returncode == 0, result.errors + result.stdout
+    assert transferring.outcomes == [False]
+    assert [c.end_reason for c in transferring.calls] == ["remote_hangup"]

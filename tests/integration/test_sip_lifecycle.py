@@ -71,7 +71,7 @@ async def test_blind_transfer_sends_refer_then_bye(tmp_path: Path) -> None:
 
     async def on_call(call: Call) -> None:
         calls.append(call)
-        await call.transfer("+15559990000")  # the call ends (and this handler is cancelled) once REFER is out
+        assert await call.transfer("+15559990000")  # True: the 202 ends our leg with BYE
         await call.ended.wait()
 
     await service.start(asyncio.get_running_loop(), config, engine, on_call)

@@ -22,6 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
+REFUSE_REFER = (  # a carrier with REFER disabled
+    '    if (is_method("REFER")) { xlog("L_ALERT", "TL-REFER-REFUSED\\n"); '
+    'sl_send_reply("403", "Forbidden"); exit; }\n'
+)
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 
 
@@ -48,6 +52,7 @@ class KamailioTrunk:
     gateway_port: int = field(default_factory=free_udp_port)
     max_expires_s: int = 3600
     domain: str = "127.0.0.1"
+    refuse_refer: bool = False  # answer in-dialog REFERs 403, as a carrier with REFER disabled does
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,6 +71,7 @@ class KamailioTrunk:
             domain=self.domain,
             secret=uuid.uuid4().hex,
             init=init,
+            refer=REFUSE_REFER if self.refuse_refer else "",
         )
 
     def start(self, timeout_s: float = 10.0) -> None:
@@ -211,7 +217,7 @@ request_route {{
 }}
 
 route[WITHINDLG] {{
-    if (loose_route()) {{ t_relay(); exit; }}
+{refer}    if (loose_route()) {{ t_relay(); exit; }}
     if (is_method("ACK")) {{ if (t_check_trans()) {{ t_relay(); }} exit; }}
     sl_send_reply("404", "Not here");
 }}

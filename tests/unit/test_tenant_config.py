@@ -20,7 +20,8 @@ from trunkline.tenants.changes import (
 from trunkline.tenants.intents import TemplateError, render_template, template_names
 from trunkline.tenants.loader import LoadContext, TenantFileInvalid, load_tenant
 from trunkline.tenants.matcher import extract_slot, extract_time, match_intent, spoken_slots, spoken_time
-from trunkline.tenants.model import SlotDef, TenantConfig
+from trunkline.tenants.model import DEFAULT_TRANSFER_FAILED, SlotDef, TenantConfig
+from trunkline.tools.builtins import transfer_spec
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = """
@@ -222,7 +223,16 @@ BROKEN_CASES = [
     ),
     ("transfer target", MINIMAL + '[transfer]\ntarget = "555 0100"\n', "transfer.target", "E.164"),
     ("transfer builtin", MINIMAL + '[tools]\nbuiltins = ["transfer_call"]\n', "tools.builtins[0]", "needs"),
+    ("blank xfer line", MINIMAL + "[transfer]\nfailed_message = ' '\n", "transfer.failed_message", "empty"),
 ]
+
+
+def test_failed_transfer_line_defaults_and_can_be_set(tmp_path: Path) -> None:
+    assert load(tmp_path / "a", MINIMAL).transfer.failed_message == DEFAULT_TRANSFER_FAILED
+    text = MINIMAL + '[transfer]\ntarget = "+15550199"\nfailed_message = "The desk is busy, sorry."\n'
+    config = load(tmp_path / "b", text)
+    assert config.transfer.failed_message == "The desk is busy, sorry."
+    assert transfer_spec(config.transfer).fallback == "The desk is busy, sorry."  # the tool says it too
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,7 @@ log = get_logger("trunkline.pipeline.agent")
 QUEUE_MAX = 8
 HOLD_LINE = "One moment."
 HOLD_AFTER_S = 1.0
+TRANSFER_FAILED_KEY = "transfer_failed"  # the prompt said when the carrier refuses our transfer
 _END = object()
 
 
@@ -163,7 +164,12 @@ class Agent:
             await self._actions.hangup()
         else:
             log.info("agent.transfer")
-            await self._actions.transfer(action.target)
+            # False: the carrier refused or did not answer, and the caller is still on the line
+            if await self._actions.transfer(action.target) is False:
+                log.warning("agent.transfer_failed")
+                text = self._prompts.get(TRANSFER_FAILED_KEY, "")
+                if text:
+                    self._submit(Prompt(TRANSFER_FAILED_KEY, (text,)))
 
     async def _say_item(self, item: CallerTurn | Prompt) -> None:
         """Say one item; on barge-in this task is cancelled and the context is cut to what was heard."""

@@ -22,7 +22,7 @@ import structlog
 
 from trunkline.config.model import Config
 from trunkline.logs import get_logger
-from trunkline.pipeline.agent import HOLD_LINE, Agent
+from trunkline.pipeline.agent import HOLD_LINE, TRANSFER_FAILED_KEY, Agent
 from trunkline.pipeline.asr import LocalWhisper, OpenAITranscriber, SpeechRecognizer
 from trunkline.pipeline.conversation import CatalogTools, Conversation
 from trunkline.pipeline.llm import LlmTurnRunner, TurnLimits, make_openai_client
@@ -59,6 +59,7 @@ def prompt_texts(tenant: TenantConfig) -> dict[str, str]:
         "goodbye_silence": tenant.silence.goodbye_text,
         "max_duration_warning": MAX_DURATION_WARNING,
         "goodbye_max_duration": MAX_DURATION_GOODBYE,
+        TRANSFER_FAILED_KEY: tenant.transfer.failed_message,
     }
     if tenant.recording.enabled and tenant.recording.disclosure:
         texts["disclosure"] = tenant.recording.disclosure

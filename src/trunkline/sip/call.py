@@ -66,7 +66,8 @@ class Call:
         await self._service.hangup(self.call_id)
 
     async def transfer(self, target: str) -> bool:
-        """Blind transfer to a number or SIP URI (REFER); our leg then ends."""
+        """Blind transfer to a number or SIP URI (REFER): True once the carrier accepted it (our leg then
+        ends); False when it refused or did not answer, and the call goes on."""
         result: bool = await self._service.transfer(self.call_id, target)
         return result
 

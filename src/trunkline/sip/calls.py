@@ -69,6 +69,14 @@ class InfoDtmf:
 
 
 @dataclass(frozen=True, slots=True)
+class TransferAnswered:
+    """The final answer to our REFER: 2xx means the carrier took the caller (our leg then ends)."""
+
+    call_id: str
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
 class CallEnded:
     """The call is over; `reason` is one of the END_* strings, `status` the SIP code when one applies."""
 

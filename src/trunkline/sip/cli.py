@@ -10,11 +10,11 @@ import os
 import socket
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from trunkline.config.loader import ConfigError, load_config
 from trunkline.config.model import Config
+from trunkline.sip.status_file import status_path
 
 DEFAULT_CONFIG = "config/trunkline.toml"
 EXIT_FOR_OUTCOME = {"answered": 0, "busy": 3, "no_answer": 4}
@@ -46,7 +46,7 @@ def run_status(args: argparse.Namespace) -> int:
     config = _load(args.config, require_secrets=False)
     if config is None:
         return 1
-    path = config.server.state_dir / "sip-status.json"
+    path = status_path(config)
     try:
         snap = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -127,7 +127,3 @@ def run_call(args: argparse.Namespace) -> int:
     report = asyncio.run(place_call(dialer_config(config, args.port), args.number, args.trunk, args.duration))
     print(json.dumps(report))
     return EXIT_FOR_OUTCOME.get(str(report["outcome"]), 2)
-
-
-def status_path(config: Config) -> Path:
-    return config.server.state_dir / "sip-status.json"

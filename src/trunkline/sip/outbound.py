@@ -1,8 +1,7 @@
-"""Outbound side of the SIP thread: dialling through a trunk (digest auth on 401/407) and blind transfer.
+"""Outbound side of the SIP thread: dialling through a trunk (digest auth on 401/407).
 
 `dial()` sends our offer to the trunk and reports progress (18x, early media), answer, or the outcome
-(busy / no answer / failed); `transfer()` sends REFER for an answered call and, once it is answered,
-sippy hangs up our leg with BYE. Everything here runs on the SIP thread.
+(busy / no answer / failed). Everything here runs on the SIP thread; transfers are in transfer.py.
 """
 
 from __future__ import annotations
@@ -20,9 +19,7 @@ from sippy.CCEvents import (
     CCEventUpdate,
 )
 from sippy.MsgBody import MsgBody
-from sippy.SipAddress import SipAddress
 from sippy.SipCallId import SipCallId
-from sippy.SipURL import SipURL
 
 from trunkline.config.model import TrunkConfig
 from trunkline.logs import get_logger
@@ -30,7 +27,6 @@ from trunkline.sip.calls import (
     END_FAILED,
     END_NO_ANSWER,
     END_REMOTE_BYE,
-    END_TRANSFERRED,
     CallConnected,
     CallEnded,
     OutboundAnswered,
@@ -56,7 +52,7 @@ class _Try(CCEventTry):
 
 
 class OutboundCalls:
-    """Places calls through trunks and transfers answered calls."""
+    """Places calls through trunks."""
 
     def __init__(self, stack: Any) -> None:
         self.stack = stack
@@ -97,21 +93,6 @@ class OutboundCalls:
             dialog.timers.clear()  # this timer has fired; nothing else to cancel
             dialog.ua.recvEvent(CCEventDisconnect())
             self.stack.end(dialog, CallEnded(call_id, END_NO_ANSWER, 408))
-
-    def transfer(self, call_id: str, target: str) -> bool:
-        """Blind transfer (REFER) of an answered call to a number or SIP URI; False if no such call."""
-        dialog = self.stack.dialogs.get(call_id)
-        if dialog is None or not dialog.ua.isConnected():
-            return False
-        if target.startswith(("sip:", "sips:")):
-            url = SipURL(url=target)
-        else:
-            trunk = self.stack.config.trunk(dialog.trunk)
-            remote = dialog.ua.rTarget
-            url = SipURL(username=target, host=trunk.registrar_domain if trunk.host else remote.host)
-        dialog.ua.recvEvent(CCEventDisconnect(SipAddress(url=url)))
-        self.stack.end(dialog, CallEnded(call_id, END_TRANSFERRED))
-        return True
 
     def _on_event(self, dialog: Dialog, event: Any) -> None:
         if dialog.ended:

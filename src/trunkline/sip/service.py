@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from trunkline.config.model import Config
@@ -36,15 +34,18 @@ from trunkline.sip.calls import (
     OutboundAnswered,
     OutboundProgress,
     RegistrationChanged,
+    TransferAnswered,
 )
 from trunkline.sip.medialeg import LegAdapter
 from trunkline.sip.sdp import Negotiated
 from trunkline.sip.sipthread import EventSink, SipThread
+from trunkline.sip.status_file import status_path, write_status, write_status_forever
 
 log = get_logger("trunkline.sip.service")
 OnCall = Callable[[Call], Awaitable[None]]
 Admit = Callable[[Call], bool]
 CONNECT_TIMEOUT_S = 32.0
+TRANSFER_ANSWER_TIMEOUT_S = 8.0  # carriers answer REFER at once; sippy waits 32 s (dead air for the caller)
 LINGER_S = 4.0  # at shutdown, how long our last requests may take to be answered
 LINGER_POLL_S = 0.02
 
@@ -63,6 +64,7 @@ class SipService:
         self._calls: dict[str, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._dials: dict[str, asyncio.Future[DialResult]] = {}
+        self._transfers: dict[str, asyncio.Future[int]] = {}  # REFER final status, per call
         self.registrations: dict[str, RegistrationChanged] = {}
         self._registration_changed = asyncio.Condition()
         self._status_task: asyncio.Task[None] | None = None
@@ -89,7 +91,7 @@ class SipService:
             validator = _default_validator()
         self._stack = await self._thread.run(_build_stack, config, self._sink.post, validator)
         await self._thread.run(self._stack.register_all)
-        self._status_task = asyncio.create_task(self._write_status_forever())
+        self._status_task = asyncio.create_task(write_status_forever(status_path(config), self.status))
         log.info("sip.started", host=config.sip.listen_host, port=config.sip.listen_port)
 
     async def drain(self, timeout_s: float | None = None) -> None:
@@ -132,7 +134,9 @@ class SipService:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._sink is not None:
             self._sink.close()
-        self._write_status()
+        if self._config is not None:  # the last word: no calls, registrations removed
+            with contextlib.suppress(Exception):
+                write_status(status_path(self._config), await self.status())
         self._thread = None
 
     async def _linger(self) -> None:
@@ -183,10 +187,22 @@ class SipService:
         if self._thread is not None:
             await self._thread.run(self._stack.hangup, call_id)
 
-    async def transfer(self, call_id: str, target: str) -> bool:
-        """Blind transfer (REFER) of an answered call to a number or SIP URI."""
+    async def transfer(self, call_id: str, target: str, timeout_s: float = TRANSFER_ANSWER_TIMEOUT_S) -> bool:
+        """Blind transfer (REFER) of an answered call to a number or SIP URI. True once the carrier accepted
+        it (our leg then ends); False, with the call still up, when it refused or did not answer in time."""
         assert self._thread is not None
-        return bool(await self._thread.run(self._stack.outbound.transfer, call_id, target))
+        future = self._transfers[call_id] = asyncio.get_running_loop().create_future()
+        try:
+            if not await self._thread.run(self._stack.transfers.refer, call_id, target):
+                return False
+            async with asyncio.timeout(timeout_s):
+                status = await future
+        except TimeoutError:
+            log.warning("sip.transfer_unanswered", timeout_s=timeout_s)
+            return False
+        finally:
+            self._transfers.pop(call_id, None)
+        return 200 <= status < 300
 
     async def status(self) -> dict[str, Any]:
         assert self._thread is not None
@@ -209,6 +225,11 @@ class SipService:
             return
         if isinstance(event, IncomingCall):
             self._incoming(event)
+            return
+        if isinstance(event, TransferAnswered):
+            waiting = self._transfers.get(event.call_id)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(event.status)
             return
         call = self._calls.get(event.call_id)
         if call is None:
@@ -376,30 +397,6 @@ class SipService:
                 await self._thread.run(self._stack.hangup, call.call_id, reason)
                 return
             await asyncio.sleep(min(1.0, max(0.05, call.timers.next_deadline() - now)))
-
-    # --- status file for `trunkline status` ---------------------------------------------------------
-
-    def status_path(self) -> Path:
-        assert self._config is not None
-        return self._config.server.state_dir / "sip-status.json"
-
-    async def _write_status_forever(self) -> None:
-        while True:
-            with contextlib.suppress(Exception):
-                self._status_cache = await self.status()
-                self._write_status()
-            await asyncio.sleep(1.0)
-
-    def _write_status(self) -> None:
-        snap = getattr(self, "_status_cache", None)
-        if snap is None or self._config is None:
-            return
-        path = self.status_path()
-        with contextlib.suppress(OSError):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({**snap, "written_at": time.time()}, indent=2))
-            tmp.replace(path)
 
 
 def _build_stack(config: Config, post: Callable[[Any], None], validator: Any) -> Any:

@@ -133,6 +133,7 @@ class Dialog:
     admitted: bool = False
     ended: bool = False
     answered: bool = False
+    referring: bool = False  # our REFER awaits its final answer
     timers: list[Any] = field(default_factory=list)
 
 
@@ -142,6 +143,7 @@ class SipStack:
     def __init__(self, config: Config, post: Callable[[Any], None], validator: Any = None) -> None:
         from trunkline.sip.inbound import InboundCalls
         from trunkline.sip.outbound import OutboundCalls
+        from trunkline.sip.transfer import Transfers
 
         self.config = config
         self.post = post
@@ -159,6 +161,7 @@ class SipStack:
         self.registration: dict[str, RegistrationChanged] = {}
         self.inbound = InboundCalls(self, validator)
         self.outbound = OutboundCalls(self)
+        self.transfers = Transfers(self)
         tm_class: Any = type("_TM", (_TransactionManager,), {})
         tm_class.model_udp_server = (_udp_server_class(sip.public_host), Udp_server_opts)
         self.tm = tm_class(self.gc, self.inbound.on_request, self.inbound.prefilter, self.counters)

@@ -17,6 +17,7 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 BUILTIN_TOOL_NAMES = ("end_call", "transfer_call")
+DEFAULT_TRANSFER_FAILED = "Sorry, I couldn't transfer you just now. Can I help you with anything else?"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +141,7 @@ class TransferSettings:
 
     target: str | None
     targets: Mapping[str, str]
+    failed_message: str = DEFAULT_TRANSFER_FAILED  # said when the transfer fails (carrier refused, no answer)
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from trunkline.tenants.model import (
+    DEFAULT_TRANSFER_FAILED,
     WEEKDAYS,
     AfterHours,
     AsrSettings,
@@ -210,8 +211,9 @@ def parse_transfer(t: Table | None) -> TransferSettings:
                 sub.error(name, why)
             elif value is not None:
                 named[name] = value
+    failed = t.text("failed_message", DEFAULT_TRANSFER_FAILED, max_len=300)
     t.finish()
-    return TransferSettings(target, MappingProxyType(named))
+    return TransferSettings(target, MappingProxyType(named), failed or DEFAULT_TRANSFER_FAILED)
 
 
 def parse_recording(t: Table | None) -> RecordingSettings:

@@ -37,7 +37,7 @@ def transfer_spec(transfer: TransferSettings) -> ToolSpec:
         parameters={"type": "object", "properties": properties, "additionalProperties": False},
         kind="builtin",
         deadline_s=10.0,
-        fallback="Sorry, I couldn't transfer you just now. Can I help you with anything else?",
+        fallback=transfer.failed_message,
     )
 
 
