@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration import sip_scenarios as S
+from tests.integration.raw_sip import RawCarrier, answer_sdp
 from tests.integration.sip_server import rtp_range, run_sipp
 from tests.peers.kamailio import free_udp_port
 from trunkline.config.loader import parse_config
@@ -34,10 +35,12 @@ class Server:
     """SipService + MediaEngine in this process; the handler transfers the call when `transfer` is set and
     keeps what `Call.transfer` returned in `outcomes`."""
 
-    def __init__(self, transfer: bool) -> None:
+    def __init__(self, transfer: bool, timeout_s: float | None = None) -> None:
         self.transfer = transfer
+        self.timeout_s = timeout_s
         self.calls: list[Call] = []
         self.outcomes: list[bool] = []
+        self.changed = asyncio.Event()
         self.port = free_udp_port()
         self.service = SipService()
         self.engine: MediaEngine | None = None
@@ -63,7 +66,8 @@ class Server:
     async def on_call(self, call: Call) -> None:
         self.calls.append(call)
         if self.transfer:
-            self.outcomes.append(await call.transfer("+15559990000"))
+            self.outcomes.append(await call.transfer("+15559990000", self.timeout_s))
+            self.changed.set()
         await call.ended.wait()
 
     async def aclose(self) -> None:
@@ -157,3 +161,27 @@ async def test_a_refused_refer_keeps_the_call_up(transferring: Server, tmp_path:
     assert result.returncode == 0, result.errors + result.stdout
     assert transferring.outcomes == [False]
     assert [c.end_reason for c in transferring.calls] == ["remote_hangup"]
+
+
+async def test_an_unanswered_refer_gives_up_and_keeps_the_call(tmp_path: Path) -> None:
+    """A carrier that never answers our REFER (sippy would wait 32 s): transfer() gives up after its timeout
+    with False and the call stays up until the caller's BYE."""
+    server = Server(transfer=True, timeout_s=1.0)
+    await server.start(tmp_path)
+    carrier = RawCarrier(server.port)
+    try:
+        await asyncio.to_thread(carrier.invite_without_sdp)
+        await asyncio.to_thread(carrier.ack, answer_sdp(free_udp_port(), "0", ("a=rtpmap:0 PCMU/8000",)))
+        refer = await asyncio.to_thread(carrier.expect, lambda m: m.method == "REFER")
+        assert "+15559990000" in (refer.header("refer-to") or "")
+        async with asyncio.timeout(10):
+            await server.changed.wait()  # no answer: the REFER's retransmissions are left unanswered
+        assert server.outcomes == [False]
+        ok = await asyncio.to_thread(carrier.bye)  # skips REFER retransmissions; no BYE came from us
+        assert ok.status == 200
+        async with asyncio.timeout(10):
+            await server.calls[0].ended.wait()
+        assert server.calls[0].end_reason == "remote_hangup"
+    finally:
+        carrier.close()
+        await server.aclose()

@@ -191,6 +191,8 @@ class SipService:
         """Blind transfer (REFER) of an answered call to a number or SIP URI. True once the carrier accepted
         it (our leg then ends); False, with the call still up, when it refused or did not answer in time."""
         assert self._thread is not None
+        if call_id in self._transfers:  # one REFER at a time per call
+            return False
         future = self._transfers[call_id] = asyncio.get_running_loop().create_future()
         try:
             if not await self._thread.run(self._stack.transfers.refer, call_id, target):
@@ -199,6 +201,9 @@ class SipService:
                 status = await future
         except TimeoutError:
             log.warning("sip.transfer_unanswered", timeout_s=timeout_s)
+            return False
+        except Exception:
+            log.exception("sip.transfer_failed")
             return False
         finally:
             self._transfers.pop(call_id, None)
