@@ -206,3 +206,19 @@ async def test_reinvite_moving_the_far_end_drops_the_old_latch(
         await next_report(engine, new_rtcp, [old_rtcp])
     finally:
         adapter.close(leg)
+
+
+async def test_rtcp_before_the_far_end_is_known_latches_nothing(
+    engine: MediaEngine, sinks: list[Sink]
+) -> None:
+    """A leg opened for our own offer (no answer yet): RTCP from anyone is read but steers nothing, so once
+    the answer gives the far end's address the reports go there, not to whoever spoke first."""
+    rtp, default = rtp_pair("127.0.0.1")
+    early = Sink("127.0.0.1")
+    sinks += [rtp, default, early]
+    leg = engine.open_leg("PCMU", 8000, 0, None)
+    far_rtcp(early, leg)
+    await taken_in(engine, leg, 1)
+    leg.set_remote(rtp.address)
+    await send_rtp(rtp, leg, engine)
+    await next_report(engine, default, [early])

@@ -86,8 +86,12 @@ class RawCarrier:
 
     def invite_without_sdp(self) -> SipMessage:
         """INVITE with no body; returns the 200 OK (our offer in its body) and learns the dialog."""
+        return self.invite()
+
+    def invite(self, sdp: str = "") -> SipMessage:
+        """INVITE (an early offer when `sdp` is given); returns the 200 OK and learns the dialog."""
         self.cseq = 1
-        self._request("INVITE", 1, self.remote_target)
+        self._request("INVITE", 1, self.remote_target, sdp)
         ok = self.expect(lambda m: m.status is not None and m.status >= 200 and m.cseq_method == "INVITE")
         assert ok.status == 200, ok.start
         self.to = ok.header("to") or self.to

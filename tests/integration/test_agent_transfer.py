@@ -1,7 +1,8 @@
-"""The `transfer_call` tool end to end: the model asks for a transfer, the agent says its reply, then sends
-REFER. Through kamailio as a carrier that has REFER disabled (403, as trunks often do by default) the caller
-stays on the line and hears the tenant's failed-transfer line; with baresip calling directly, the REFER is
-accepted and our leg ends as transferred."""
+"""The `transfer_call` tool end to end through kamailio as the carrier, which digest-challenges every REFER
+(we answer with the trunk's credentials) and refuses to transfer to one destination: the model asks for a
+transfer, the agent says its reply, then sends REFER. Refused (403): the caller stays on the line and hears
+the tenant's failed-transfer line. Accepted: kamailio relays the REFER to the caller's phone (baresip), which
+takes it and calls the front desk; our leg ends as transferred."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ from trunkline.tenants.model import DEFAULT_TRANSFER_FAILED
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 RATE = 8000
-DIRECT_DID, TRUNK_DID = "+15550200", "+15550300"
+TRUNK_DID = "+15550300"
+REFUSED = "sip:refused@127.0.0.1:5070"  # kamailio will not transfer there (tests/peers/kamailio.REFER_RULES)
 PASSWORD = "correct-horse"
 ASK = "Can I speak to a person, please?"
 REPLY = "Of course, I'll put you through to the front desk."
@@ -54,7 +56,7 @@ class Env:
 @pytest.fixture(scope="module")
 def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KamailioTrunk]:
     kam = KamailioTrunk(
-        tmp_path_factory.mktemp("kam"), {"alice": PASSWORD}, {TRUNK_DID: "alice"}, refuse_refer=True
+        tmp_path_factory.mktemp("kam"), {"alice": PASSWORD}, {TRUNK_DID: "alice"}, check_refer=True
     )
     kam.start()
     yield kam
@@ -65,25 +67,25 @@ def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KamailioTrunk
 async def env(tmp_path_factory: pytest.TempPathFactory, kamailio: KamailioTrunk) -> AsyncIterator[Env]:
     workdir = tmp_path_factory.mktemp("transfer")
     carrier = carrier_trunk(kamailio, {TRUNK_DID: "llm"})
-    local = {"name": "local", "allowed_sources": ["127.0.0.1/32"], "dids": {DIRECT_DID: "llm"}}
     front_desk = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     front_desk.bind(("127.0.0.1", 0))
     desk_uri = f"sip:frontdesk@127.0.0.1:{front_desk.getsockname()[1]}"
     async with OpenAIStub() as stub, booking_server() as booking:
-        tenant = llm_tenant(stub.base_url, booking.url, did=DIRECT_DID)
-        tenants = {"llm": tenant.replace("sip:frontdesk@127.0.0.1:5070", desk_uri)}
+        tenant = llm_tenant(stub.base_url, booking.url, did=TRUNK_DID)
+        tenant = tenant.replace("sip:frontdesk@127.0.0.1:5070", desk_uri)
+        tenants = {"llm": tenant + f'\n[transfer.targets]\nclosed = "{REFUSED}"\n'}
         async with agent_server(
-            workdir, tenants, {}, trunks=[carrier, local], env={"CARRIER_PASSWORD": PASSWORD}
+            workdir, tenants, {}, trunks=[carrier], env={"CARRIER_PASSWORD": PASSWORD}
         ) as server:
             await wait_registered(kamailio)
             yield Env(server, stub, kamailio, workdir, front_desk)
     front_desk.close()
 
 
-def script_transfer(stub: OpenAIStub) -> None:
-    """The model calls transfer_call, then says what it does."""
+def script_transfer(stub: OpenAIStub, arguments: str) -> None:
+    """The model calls transfer_call with `arguments`, then says what it does."""
     stub.chat.clear()
-    stub.chat.append(ChatStream(tuple(tool_call_chunks([("call_xfer_1", "transfer_call", ["{}"])]))))
+    stub.chat.append(ChatStream(tuple(tool_call_chunks([("call_xfer_1", "transfer_call", [arguments])]))))
     stub.chat.append(ChatStream(tuple(text_chunks(["Of course, ", REPLY.removeprefix("Of course, ")]))))
 
 
@@ -106,10 +108,11 @@ async def call(env: Env, name: str, uri: str, seconds: int) -> tuple[BaresipResu
 
 
 async def test_a_refused_transfer_keeps_the_caller_on_the_line(env: Env) -> None:
-    script_transfer(env.stub)
+    script_transfer(env.stub, '{"destination": "closed"}')
     uri = f"sip:{TRUNK_DID}@127.0.0.1:{env.kamailio.pstn_port}"
     result, records = await call(env, "refused", uri, seconds=14)
-    assert "TL-REFER-REFUSED" in env.kamailio.log_text()
+    log = env.kamailio.log_text()
+    assert "TL-REFER-AUTHENTICATED user=alice" in log and "TL-REFER-REFUSED" in log
     agent = [r for r in records if isinstance(r, TurnRecord) and r.speaker is Speaker.AGENT]
     texts = [t.text for t in agent]
     assert texts[1:3] == [REPLY, DEFAULT_TRANSFER_FAILED], texts  # the reply, then the failed-transfer line
@@ -122,8 +125,8 @@ async def test_a_refused_transfer_keeps_the_caller_on_the_line(env: Env) -> None
 
 
 async def test_an_accepted_transfer_ends_our_leg(env: Env) -> None:
-    script_transfer(env.stub)
-    uri = f"sip:{DIRECT_DID}@127.0.0.1:{env.server.sip_port}"
+    script_transfer(env.stub, "{}")  # the tenant's default target: the front desk
+    uri = f"sip:{TRUNK_DID}@127.0.0.1:{env.kamailio.pstn_port}"
     env.front_desk.setblocking(False)
     while True:  # nothing left over from an earlier test
         try:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.integration import sip_scenarios as S
-from tests.integration.raw_sip import RawCarrier, answer_sdp
+from tests.integration.raw_sip import RawCarrier, SipMessage, answer_sdp
 from tests.integration.sip_server import rtp_range, run_sipp
 from tests.peers.kamailio import free_udp_port
 from trunkline.config.loader import parse_config
@@ -25,6 +26,15 @@ REPLY = (
     "[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n"
 )
 SIPFRAG = "Event: refer\nSubscription-State: {state}\nContent-Type: message/sipfrag;version=2.0\n"
+# the carrier's side of an answered call up to our REFER
+UNTIL_REFER = (
+    S.invite(S.sdp()),
+    S.recv(100, optional=True),
+    S.recv(180),
+    S.recv(200, rrs=True),
+    S.ack_2xx(),
+    S.recv("REFER"),
+)
 
 
 def notify(cseq: int, status_line: str, state: str) -> str:
@@ -102,12 +112,7 @@ async def test_refer_progress_after_our_bye_gets_481(
 ) -> None:
     scn = S.scenario(
         "refer-notify",
-        S.invite(S.sdp()),
-        S.recv(100, optional=True),
-        S.recv(180),
-        S.recv(200, rrs=True),
-        S.ack_2xx(),
-        S.recv("REFER"),
+        *UNTIL_REFER,
         REPLY.format(code=202, reason="Accepted"),
         S.recv("BYE"),
         REPLY.format(code=200, reason="OK"),
@@ -144,12 +149,7 @@ async def test_a_refused_refer_keeps_the_call_up(transferring: Server, tmp_path:
     still answers an OPTIONS, and ends only with the caller's own BYE)."""
     scn = S.scenario(
         "refused-refer",
-        S.invite(S.sdp()),
-        S.recv(100, optional=True),
-        S.recv(180),
-        S.recv(200, rrs=True),
-        S.ack_2xx(),
-        S.recv("REFER"),
+        *UNTIL_REFER,
         REPLY.format(code=403, reason="Forbidden"),
         S.pause(300),
         S.in_dialog("OPTIONS", 2),
@@ -163,9 +163,10 @@ async def test_a_refused_refer_keeps_the_call_up(transferring: Server, tmp_path:
     assert [c.end_reason for c in transferring.calls] == ["remote_hangup"]
 
 
-async def test_an_unanswered_refer_gives_up_and_keeps_the_call(tmp_path: Path) -> None:
-    """A carrier that never answers our REFER (sippy would wait 32 s): transfer() gives up after its timeout
-    with False and the call stays up until the caller's BYE."""
+@asynccontextmanager
+async def refer_left_unanswered(tmp_path: Path) -> AsyncIterator[tuple[Server, RawCarrier, SipMessage]]:
+    """A raw-UDP carrier's answered call whose REFER it leaves unanswered until transfer() (1 s timeout) has
+    given up with False; yields the server, the carrier and the REFER."""
     server = Server(transfer=True, timeout_s=1.0)
     await server.start(tmp_path)
     carrier = RawCarrier(server.port)
@@ -175,13 +176,35 @@ async def test_an_unanswered_refer_gives_up_and_keeps_the_call(tmp_path: Path) -
         refer = await asyncio.to_thread(carrier.expect, lambda m: m.method == "REFER")
         assert "+15559990000" in (refer.header("refer-to") or "")
         async with asyncio.timeout(10):
-            await server.changed.wait()  # no answer: the REFER's retransmissions are left unanswered
+            await server.changed.wait()  # its retransmissions are left unanswered too
         assert server.outcomes == [False]
-        ok = await asyncio.to_thread(carrier.bye)  # skips REFER retransmissions; no BYE came from us
-        assert ok.status == 200
-        async with asyncio.timeout(10):
-            await server.calls[0].ended.wait()
-        assert server.calls[0].end_reason == "remote_hangup"
+        yield server, carrier, refer
     finally:
         carrier.close()
         await server.aclose()
+
+
+async def ended(server: Server) -> str | None:
+    async with asyncio.timeout(10):
+        await server.calls[0].ended.wait()
+    return server.calls[0].end_reason
+
+
+async def test_an_unanswered_refer_gives_up_and_keeps_the_call(tmp_path: Path) -> None:
+    """A carrier that never answers our REFER (sippy would wait 32 s): transfer() gives up after its timeout
+    with False and the call stays up until the caller's BYE."""
+    async with refer_left_unanswered(tmp_path) as (server, carrier, _refer):
+        ok = await asyncio.to_thread(carrier.bye)  # skips REFER retransmissions; no BYE came from us
+        assert ok.status == 200
+        assert await ended(server) == "remote_hangup"
+
+
+async def test_a_refer_accepted_after_the_timeout_still_ends_our_leg(tmp_path: Path) -> None:
+    """The carrier accepts our REFER after transfer() gave up: it is moving the caller anyway, so our leg
+    ends with BYE (as transferred), and the late acceptance is counted."""
+    async with refer_left_unanswered(tmp_path) as (server, carrier, refer):
+        carrier.reply(refer, 202, "Accepted")
+        bye = await asyncio.to_thread(carrier.expect, lambda m: m.method == "BYE")
+        carrier.reply(bye, 200, "OK")
+        assert await ended(server) == "transferred"
+        assert (await server.service.status())["counters"]["sip.refer_accepted_late"] == 1

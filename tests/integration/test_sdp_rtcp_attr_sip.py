@@ -5,7 +5,6 @@ final report with BYE when the call ends), from our RTCP port, and nothing at it
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.integration.raw_sip import RawCarrier, RtpPeer, SipMessage, answer_sdp, media_line
+from tests.integration.raw_sip import RawCarrier, RtpPeer, answer_sdp, media_line
 from tests.integration.sip_server import rtp_range
 from tests.peers.kamailio import free_udp_port
 from trunkline.config.loader import parse_config
@@ -70,20 +69,6 @@ def rtp_peer_with_free_next_port() -> tuple[RtpPeer, socket.socket]:
     raise RuntimeError("no adjacent UDP port pair on 127.0.0.1")
 
 
-def invite_with_sdp(carrier: RawCarrier, sdp: str) -> SipMessage:
-    """An early-offer INVITE; returns the 200 (our answer) and learns the dialog, then ACKs."""
-    carrier.cseq = 1
-    carrier._request("INVITE", 1, carrier.remote_target, sdp)
-    ok = carrier.expect(lambda m: m.status is not None and m.status >= 200 and m.cseq_method == "INVITE")
-    assert ok.status == 200, ok.start
-    carrier.to = ok.header("to") or carrier.to
-    contact = re.search(r"<([^>]+)>", ok.header("contact") or "")
-    assert contact, ok.headers
-    carrier.remote_target = contact.group(1)
-    carrier.ack(None)
-    return ok
-
-
 def call_with_a_rtcp(server_port: int, late: bool) -> tuple[list[tuple[bytes, tuple[str, int]]], int, bool]:
     """One call whose SDP says a=rtcp:<declared>; returns what reached the declared port (until the BYE
     report), our RTP port, and whether anything reached RTP port + 1."""
@@ -97,7 +82,8 @@ def call_with_a_rtcp(server_port: int, late: bool) -> tuple[list[tuple[bytes, tu
             our_port, _ = media_line(carrier.invite_without_sdp().body)
             carrier.ack(sdp)
         else:
-            our_port, _ = media_line(invite_with_sdp(carrier, sdp).body)
+            our_port, _ = media_line(carrier.invite(sdp).body)
+            carrier.ack(None)
         rtp.exchange(("127.0.0.1", our_port), "PCMU", 0, np.zeros(8000, dtype=np.int16), tail_s=0.2)
         assert carrier.bye().status == 200
         got: list[tuple[bytes, tuple[str, int]]] = []

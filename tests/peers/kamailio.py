@@ -22,10 +22,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
-REFUSE_REFER = (  # a carrier with REFER disabled
-    '    if (is_method("REFER")) { xlog("L_ALERT", "TL-REFER-REFUSED\\n"); '
-    'sl_send_reply("403", "Forbidden"); exit; }\n'
-)
+# A carrier that takes REFER only from an authenticated customer (digest, like its INVITEs) and refuses to
+# transfer to sip:refused@... (a destination it will not call); other REFERs go on to the caller.
+REFER_RULES = """\
+    if (is_method("REFER")) {
+        if (!is_present_hf("Proxy-Authorization")) { proxy_challenge("$fd", "1"); exit; }
+        if ($sht(pw=>$au) == $null) { sl_send_reply("403", "Forbidden"); exit; }
+        pv_proxy_authenticate("$fd", "$sht(pw=>$au)", "0");
+        if ($rc < 0) { sl_send_reply("403", "Forbidden"); exit; }
+        consume_credentials();
+        xlog("L_ALERT", "TL-REFER-AUTHENTICATED user=$au\\n");
+        if ($(hdr(Refer-To){s.tolower}) =~ "sip:refused@") {
+            xlog("L_ALERT", "TL-REFER-REFUSED\\n"); sl_send_reply("403", "Forbidden"); exit;
+        }
+    }
+"""
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules/"
 
 
@@ -52,7 +63,7 @@ class KamailioTrunk:
     gateway_port: int = field(default_factory=free_udp_port)
     max_expires_s: int = 3600
     domain: str = "127.0.0.1"
-    refuse_refer: bool = False  # answer in-dialog REFERs 403, as a carrier with REFER disabled does
+    check_refer: bool = False  # REFER needs digest auth; REFER to sip:refused@... gets 403 (REFER_RULES)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -71,7 +82,7 @@ class KamailioTrunk:
             domain=self.domain,
             secret=uuid.uuid4().hex,
             init=init,
-            refer=REFUSE_REFER if self.refuse_refer else "",
+            refer=REFER_RULES if self.check_refer else "",
         )
 
     def start(self, timeout_s: float = 10.0) -> None:

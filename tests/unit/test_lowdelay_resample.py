@@ -122,3 +122,12 @@ def test_bad_input_is_a_codec_error() -> None:
         LowDelayResampler(0, 8000)
     with pytest.raises(CodecError):
         LowDelayResampler(22050, 8000).process(np.zeros(10, np.float32))
+
+
+def test_a_long_input_in_one_call_equals_the_stream() -> None:
+    """Outputs are computed in blocks inside one call (memory): a whole sentence at once = 20 ms chunks."""
+    pcm = np.random.default_rng(7).integers(-20000, 20000, 22050 * 5, dtype=np.int16)
+    one_go = LowDelayResampler(22050, 8000)
+    whole = np.concatenate([one_go.process(pcm), one_go.flush()])
+    assert len(whole) == 40000  # several blocks of outputs
+    assert np.array_equal(whole, _whole(LowDelayResampler(22050, 8000), pcm, 441))

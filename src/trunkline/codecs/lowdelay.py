@@ -23,6 +23,7 @@ from trunkline.codecs.base import PCM_DTYPE, CodecError, check_pcm
 PASS_FRACTION = 0.85  # of the lower rate's Nyquist frequency: flat up to here
 STOP_FRACTION = 1.10  # attenuated by STOPBAND_DB from here (aliases land above PASS_FRACTION)
 STOPBAND_DB = 70.0
+_BLOCK = 4096  # output samples computed at once (a whole sentence in one call would gather ~800 B each)
 _EMPTY = np.zeros(0, dtype=PCM_DTYPE)
 _EMPTY.flags.writeable = False
 
@@ -134,11 +135,16 @@ class LowDelayResampler:
             end = min(end, limit)
         if end <= self._n_out:
             return _EMPTY
-        n = np.arange(self._n_out, end, dtype=np.int64)
-        base = n * self._down // self._up
-        phase = n * self._down - base * self._up
-        rows = sliding_window_view(self._buffer, self._taps)[base - (self._half - 1) - self._buffer_start]
-        out = np.einsum("nk,nk->n", rows, self._coefficients[phase])
+        windows = sliding_window_view(self._buffer, self._taps)
+        out = np.empty(end - self._n_out, np.float32)
+        for start in range(self._n_out, end, _BLOCK):  # blocks bound the gathered rows' memory
+            n = np.arange(start, min(end, start + _BLOCK), dtype=np.int64)
+            base = n * self._down // self._up
+            phase = n * self._down - base * self._up
+            rows = windows[base - (self._half - 1) - self._buffer_start]
+            out[start - self._n_out : start - self._n_out + len(n)] = np.einsum(
+                "nk,nk->n", rows, self._coefficients[phase]
+            )
         self._n_out = end
         keep_from = end * self._down // self._up - (self._half - 1)
         self._buffer = self._buffer[keep_from - self._buffer_start :]

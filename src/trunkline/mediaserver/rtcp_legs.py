@@ -118,7 +118,7 @@ class RtcpLegs:
 
 
 def _far_end_host(entry: _RtcpLeg, host: str) -> bool:
-    """Whether RTCP from `host` may steer our reports: the far end's RTP host or its a=rtcp host (any host
-    while the RTP address is not known yet)."""
+    """Whether RTCP from `host` may steer our reports: the far end's RTP host or its a=rtcp host (nobody
+    while the far end's address is not known yet: a leg before the answer must not report to a stranger)."""
     remote, rtcp = entry.leg.session.remote, entry.leg.remote_rtcp
-    return remote is None or host == remote[0] or (rtcp is not None and host == rtcp[0])
+    return remote is not None and (host == remote[0] or (rtcp is not None and host == rtcp[0]))

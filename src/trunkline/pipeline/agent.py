@@ -150,10 +150,7 @@ class Agent:
             if isinstance(item, EndCall | Transfer):
                 await self._act(item)
                 continue
-            task = self._group.create_task(self._say_item(item))
-            self._current = task
-            await asyncio.wait([task])
-            self._current = None
+            await self._say_now(item)
             if self._pending_action is not None and not self._speaker.speaking:
                 action, self._pending_action = self._pending_action, None
                 await self._act(action)
@@ -164,12 +161,21 @@ class Agent:
             await self._actions.hangup()
         else:
             log.info("agent.transfer")
-            # False: the carrier refused or did not answer, and the caller is still on the line
+            # False: the carrier refused or did not answer, and the caller is still on the line: tell them
+            # first, before any turn they took meanwhile is answered
             if await self._actions.transfer(action.target) is False:
                 log.warning("agent.transfer_failed")
                 text = self._prompts.get(TRANSFER_FAILED_KEY, "")
                 if text:
-                    self._submit(Prompt(TRANSFER_FAILED_KEY, (text,)))
+                    await self._say_now(Prompt(TRANSFER_FAILED_KEY, (text,)))
+
+    async def _say_now(self, item: CallerTurn | Prompt) -> None:
+        """Say one item as the current task, so that a barge-in can cancel it."""
+        assert self._group is not None
+        task = self._group.create_task(self._say_item(item))
+        self._current = task
+        await asyncio.wait([task])
+        self._current = None
 
     async def _say_item(self, item: CallerTurn | Prompt) -> None:
         """Say one item; on barge-in this task is cancelled and the context is cut to what was heard."""

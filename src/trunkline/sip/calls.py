@@ -73,6 +73,7 @@ class TransferAnswered:
     """The final answer to our REFER: 2xx means the carrier took the caller (our leg then ends)."""
 
     call_id: str
+    token: int  # which REFER (see Transfers.refer)
     status: int
 
 

@@ -25,6 +25,7 @@ from trunkline.sip.calls import (
     END_DRAIN_TIMEOUT,
     END_FAILED,
     END_LOCAL,
+    END_TRANSFERRED,
     CallConnected,
     CallEnded,
     CallTimers,
@@ -40,12 +41,12 @@ from trunkline.sip.medialeg import LegAdapter
 from trunkline.sip.sdp import Negotiated
 from trunkline.sip.sipthread import EventSink, SipThread
 from trunkline.sip.status_file import status_path, write_status, write_status_forever
+from trunkline.sip.transfer_waits import TRANSFER_ANSWER_TIMEOUT_S, TransferWaits
 
 log = get_logger("trunkline.sip.service")
 OnCall = Callable[[Call], Awaitable[None]]
 Admit = Callable[[Call], bool]
 CONNECT_TIMEOUT_S = 32.0
-TRANSFER_ANSWER_TIMEOUT_S = 8.0  # carriers answer REFER at once; sippy waits 32 s (dead air for the caller)
 LINGER_S = 4.0  # at shutdown, how long our last requests may take to be answered
 LINGER_POLL_S = 0.02
 
@@ -64,7 +65,7 @@ class SipService:
         self._calls: dict[str, Call] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._dials: dict[str, asyncio.Future[DialResult]] = {}
-        self._transfers: dict[str, asyncio.Future[int]] = {}  # REFER final status, per call
+        self._transfers = TransferWaits()
         self.registrations: dict[str, RegistrationChanged] = {}
         self._registration_changed = asyncio.Condition()
         self._status_task: asyncio.Task[None] | None = None
@@ -191,23 +192,7 @@ class SipService:
         """Blind transfer (REFER) of an answered call to a number or SIP URI. True once the carrier accepted
         it (our leg then ends); False, with the call still up, when it refused or did not answer in time."""
         assert self._thread is not None
-        if call_id in self._transfers:  # one REFER at a time per call
-            return False
-        future = self._transfers[call_id] = asyncio.get_running_loop().create_future()
-        try:
-            if not await self._thread.run(self._stack.transfers.refer, call_id, target):
-                return False
-            async with asyncio.timeout(timeout_s):
-                status = await future
-        except TimeoutError:
-            log.warning("sip.transfer_unanswered", timeout_s=timeout_s)
-            return False
-        except Exception:
-            log.exception("sip.transfer_failed")
-            return False
-        finally:
-            self._transfers.pop(call_id, None)
-        return 200 <= status < 300
+        return await self._transfers.transfer(self._thread, self._stack.transfers, call_id, target, timeout_s)
 
     async def status(self) -> dict[str, Any]:
         assert self._thread is not None
@@ -232,9 +217,7 @@ class SipService:
             self._incoming(event)
             return
         if isinstance(event, TransferAnswered):
-            waiting = self._transfers.get(event.call_id)
-            if waiting is not None and not waiting.done():
-                waiting.set_result(event.status)
+            self._transfers.answered(event)
             return
         call = self._calls.get(event.call_id)
         if call is None:
@@ -310,6 +293,7 @@ class SipService:
         call.end_reason, call.end_status = event.reason, event.status
         call.ended.set()
         self._calls.pop(call.call_id, None)
+        self._transfers.call_ended(call.call_id, event.reason == END_TRANSFERRED)
         future = self._dials.pop(call.call_id, None)
         if future is not None and not future.done():
             future.set_result(DialResult(event.reason, event.status, call))
