@@ -19,6 +19,7 @@ from trunkline.config.loader import parse_config
 from trunkline.mediaserver.engine import MediaEngine
 from trunkline.sip.call import Call
 from trunkline.sip.service import SipService
+from trunkline.sip.transfer_waits import TRANSFER_ANSWER_TIMEOUT_S
 
 pytestmark = pytest.mark.integration
 REPLY = (
@@ -45,7 +46,7 @@ class Server:
     """SipService + MediaEngine in this process; the handler transfers the call when `transfer` is set and
     keeps what `Call.transfer` returned in `outcomes`."""
 
-    def __init__(self, transfer: bool, timeout_s: float | None = None) -> None:
+    def __init__(self, transfer: bool, timeout_s: float = TRANSFER_ANSWER_TIMEOUT_S) -> None:
         self.transfer = transfer
         self.timeout_s = timeout_s
         self.calls: list[Call] = []

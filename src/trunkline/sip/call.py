@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from trunkline.sip.sdp import Negotiated
+from trunkline.sip.transfer_waits import TRANSFER_ANSWER_TIMEOUT_S
 
 if TYPE_CHECKING:
     from trunkline.sip.calls import CallTimers
@@ -65,12 +66,10 @@ class Call:
         """Send BYE (or CANCEL/error before answer); `ended` is set once done."""
         await self._service.hangup(self.call_id)
 
-    async def transfer(self, target: str, timeout_s: float | None = None) -> bool:
+    async def transfer(self, target: str, timeout_s: float = TRANSFER_ANSWER_TIMEOUT_S) -> bool:
         """Blind transfer to a number or SIP URI (REFER): True once the carrier accepted it (our leg then
-        ends); False when it refused or did not answer (within `timeout_s`, else the service's default), and
-        the call goes on."""
-        extra = {} if timeout_s is None else {"timeout_s": timeout_s}
-        result: bool = await self._service.transfer(self.call_id, target, **extra)
+        ends); False when it refused or did not answer within `timeout_s`, and the call goes on."""
+        result: bool = await self._service.transfer(self.call_id, target, timeout_s)
         return result
 
     def summary(self) -> dict[str, Any]:
