@@ -121,7 +121,8 @@ async def test_a_refused_transfer_keeps_the_caller_on_the_line(env: Env) -> None
     caller_end = voiced_spans(result.sent, RATE, gap_s=0.6)[0][1]
     heard = transcribe(result.heard[int(caller_end * RATE) :], RATE)
     assert {"front", "desk"} <= words(heard), heard  # the reply before the REFER
-    assert {"transfer", "else"} <= words(heard), heard  # the failed-transfer line after the 403
+    # the failed-transfer line after the 403 (whisper once heard "couldn't transfer" as "could entranced")
+    assert len(words(heard) & {"sorry", "transfer", "anything", "else"}) >= 2, heard
 
 
 async def test_an_accepted_transfer_ends_our_leg(env: Env) -> None:
