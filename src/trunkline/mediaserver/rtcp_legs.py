@@ -80,7 +80,9 @@ class RtcpLegs:
         if entry is None:
             return
         ssrc = session.jitter.source_ssrc
-        if entry.reporter.on_rtcp(data, now, time.time(), ssrc) and _far_end_host(entry, addr[0]):
+        if entry.reporter.on_rtcp(data, now, time.time(), ssrc) and may_latch(
+            addr[0], session.remote, entry.leg.remote_rtcp
+        ):
             entry.latched = addr
 
     def send_due(self, sessions: list[RtpSession], tick_index: int, now: float) -> None:
@@ -101,13 +103,7 @@ class RtcpLegs:
         self._send(entry, session, entry.reporter.bye(now, time.time(), sent, received_stats(session)))
 
     def _send(self, entry: _RtcpLeg, session: RtpSession, packet: bytes) -> None:
-        target = entry.latched
-        if target is not None and not _far_end_host(entry, target[0]):
-            target = None  # latched before a re-INVITE moved the far end elsewhere
-        if target is None:
-            target = entry.leg.remote_rtcp
-        if target is None and session.remote is not None:
-            target = (session.remote[0], session.remote[1] + 1)
+        target = report_target(entry.latched, session.remote, entry.leg.remote_rtcp)
         if target is None:
             return
         try:
@@ -117,8 +113,19 @@ class RtcpLegs:
             entry.send_errors += 1
 
 
-def _far_end_host(entry: _RtcpLeg, host: str) -> bool:
+def may_latch(host: str, remote: Address | None, remote_rtcp: Address | None) -> bool:
     """Whether RTCP from `host` may steer our reports: the far end's RTP host or its a=rtcp host (nobody
     while the far end's address is not known yet: a leg before the answer must not report to a stranger)."""
-    remote, rtcp = entry.leg.session.remote, entry.leg.remote_rtcp
-    return remote is not None and (host == remote[0] or (rtcp is not None and host == rtcp[0]))
+    return remote is not None and (host == remote[0] or (remote_rtcp is not None and host == remote_rtcp[0]))
+
+
+def report_target(
+    latched: Address | None, remote: Address | None, remote_rtcp: Address | None
+) -> Address | None:
+    """Where a report goes: the latched source while its host may still latch (a re-INVITE may have moved
+    the far end since), else the a=rtcp address, else the far end's RTP port + 1 (None: neither known)."""
+    if latched is not None and may_latch(latched[0], remote, remote_rtcp):
+        return latched
+    if remote_rtcp is not None:
+        return remote_rtcp
+    return None if remote is None else (remote[0], remote[1] + 1)
