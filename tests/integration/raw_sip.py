@@ -54,7 +54,9 @@ class RawCarrier:
     def close(self) -> None:
         self.sock.close()
 
-    def _request(self, method: str, cseq: int, uri: str, body: str = "", ctype: str = "") -> None:
+    def _request(
+        self, method: str, cseq: int, uri: str, body: str = "", ctype: str = "", extra: tuple[str, ...] = ()
+    ) -> None:
         lines = [
             f"{method} {uri} SIP/2.0",
             f"Via: SIP/2.0/UDP 127.0.0.1:{self.port};branch=z9hG4bK{secrets.token_hex(6)};rport",
@@ -64,6 +66,7 @@ class RawCarrier:
             f"CSeq: {cseq} {method}",
             f"Contact: <sip:carrier@127.0.0.1:{self.port}>",
             "Max-Forwards: 70",
+            *extra,
         ]
         if body:
             lines.append(f"Content-Type: {ctype or 'application/sdp'}")
@@ -107,6 +110,13 @@ class RawCarrier:
         self.cseq += 1
         self._request("BYE", self.cseq, self.remote_target)
         return self.expect(lambda m: m.cseq_method == "BYE" and m.status is not None)
+
+    def notify_refer(self, status_line: str, state: str) -> SipMessage:
+        """In-dialog NOTIFY with a REFER's progress (RFC 3515 message/sipfrag); returns our final answer."""
+        self.cseq += 1
+        extra = ("Event: refer", f"Subscription-State: {state}")
+        self._request("NOTIFY", self.cseq, self.remote_target, f"{status_line}\r\n", "message/sipfrag", extra)
+        return self.expect(lambda m: m.cseq_method == "NOTIFY" and m.status is not None and m.status >= 200)
 
     def reply(self, request: SipMessage, code: int, reason: str) -> None:
         lines = [f"SIP/2.0 {code} {reason}"]

@@ -1,6 +1,7 @@
 """REFER and NOTIFY with SIPp as the carrier. Refer progress that arrives after our BYE for a transferred call
-gets 481 (sippy said 500), and so does a NOTIFY in a live call (sippy did not answer it at all); neither logs
-a warning or an error. A REFER the carrier refuses leaves the call up."""
+gets 481 (sippy said 500), and so does a NOTIFY in a live call with no REFER pending (sippy did not answer it
+at all); neither logs a warning or an error. Refer progress that overtakes the carrier's 202 gets 200. A REFER
+the carrier refuses leaves the call up."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ UNTIL_REFER = (
     S.ack_2xx(),
     S.recv("REFER"),
 )
+
+
+Transferring = tuple["Server", RawCarrier, SipMessage]  # the server, the carrier and our REFER
 
 
 def notify(cseq: int, status_line: str, state: str) -> str:
@@ -165,10 +169,10 @@ async def test_a_refused_refer_keeps_the_call_up(transferring: Server, tmp_path:
 
 
 @asynccontextmanager
-async def refer_left_unanswered(tmp_path: Path) -> AsyncIterator[tuple[Server, RawCarrier, SipMessage]]:
-    """A raw-UDP carrier's answered call whose REFER it leaves unanswered until transfer() (1 s timeout) has
-    given up with False; yields the server, the carrier and the REFER."""
-    server = Server(transfer=True, timeout_s=1.0)
+async def refer_sent(tmp_path: Path, timeout_s: float) -> AsyncIterator[Transferring]:
+    """A raw-UDP carrier's answered call that the server transfers (giving up after `timeout_s`); yields
+    the server, the carrier and our REFER, still unanswered."""
+    server = Server(transfer=True, timeout_s=timeout_s)
     await server.start(tmp_path)
     carrier = RawCarrier(server.port)
     try:
@@ -176,13 +180,20 @@ async def refer_left_unanswered(tmp_path: Path) -> AsyncIterator[tuple[Server, R
         await asyncio.to_thread(carrier.ack, answer_sdp(free_udp_port(), "0", ("a=rtpmap:0 PCMU/8000",)))
         refer = await asyncio.to_thread(carrier.expect, lambda m: m.method == "REFER")
         assert "+15559990000" in (refer.header("refer-to") or "")
-        async with asyncio.timeout(10):
-            await server.changed.wait()  # its retransmissions are left unanswered too
-        assert server.outcomes == [False]
         yield server, carrier, refer
     finally:
         carrier.close()
         await server.aclose()
+
+
+@asynccontextmanager
+async def refer_left_unanswered(tmp_path: Path) -> AsyncIterator[Transferring]:
+    """`refer_sent`, with the REFER left unanswered until transfer() (1 s timeout) has given up with False."""
+    async with refer_sent(tmp_path, 1.0) as (server, carrier, refer):
+        async with asyncio.timeout(10):
+            await server.changed.wait()  # its retransmissions are left unanswered too
+        assert server.outcomes == [False]
+        yield server, carrier, refer
 
 
 async def ended(server: Server) -> str | None:
@@ -209,3 +220,21 @@ async def test_a_refer_accepted_after_the_timeout_still_ends_our_leg(tmp_path: P
         carrier.reply(bye, 200, "OK")
         assert await ended(server) == "transferred"
         assert (await server.service.status())["counters"]["sip.refer_accepted_late"] == 1
+
+
+async def test_refer_progress_before_the_202_gets_200(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """UDP may deliver the carrier's first NOTIFY before its 202: while our REFER awaits its answer, that
+    NOTIFY belongs to it (RFC 3515) and is accepted; the 202 then ends our leg as usual."""
+    async with refer_sent(tmp_path, TRANSFER_ANSWER_TIMEOUT_S) as (server, carrier, refer):
+        answer = await asyncio.to_thread(carrier.notify_refer, "SIP/2.0 100 Trying", "active;expires=60")
+        assert answer.status == 200
+        carrier.reply(refer, 202, "Accepted")
+        bye = await asyncio.to_thread(carrier.expect, lambda m: m.method == "BYE")
+        carrier.reply(bye, 200, "OK")
+        assert await ended(server) == "transferred" and server.outcomes == [True]
+        late = await asyncio.to_thread(carrier.notify_refer, "SIP/2.0 200 OK", "terminated;reason=noresource")
+        assert late.status == 481  # after our BYE the dialog is gone
+    output = capsys.readouterr().out
+    assert "sip.refer_progress" in output and "status=100" in output and quiet(output), output

@@ -8,6 +8,7 @@ SIP thread; `SipService` reaches them through `SipThread.call/run`.
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from trunkline.sip.registration import RegistrationAgent
 from trunkline.sip.sdp import Negotiated
 
 log = get_logger("trunkline.sip.stack")
+_SIPFRAG_STATUS = re.compile(r"\s*SIP/2\.0 ([1-6]\d\d)\b")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, INFO, REFER, NOTIFY, OPTIONS"
 KNOWN_METHODS = frozenset(
@@ -104,17 +106,35 @@ class _TransactionManager(SipTransactionManager):
 
 class DialogUA(UA):
     """sippy's UA, except that requests in a dialog that is over (a NOTIFY with a REFER's progress arriving
-    after our BYE, say) get 481 instead of sippy's 500, and a NOTIFY gets 481 in any state: we hold no
-    subscriptions (our one REFER ends the dialog), and sippy would not answer it at all while connected."""
+    after our BYE, say) get 481 instead of sippy's 500, and a NOTIFY gets 481 unless it reports the progress
+    of our REFER while that still awaits its answer (`referring`): UDP may deliver the carrier's first
+    NOTIFY before its 202 (RFC 3515), and that one gets 200. We hold no other subscriptions, and sippy would
+    not answer a NOTIFY at all while connected."""
+
+    referring = False  # our REFER awaits its final answer (set by sip/transfer.py)
 
     def recvRequest(self, req: Any, sip_t: Any) -> Any:
         method = req.getMethod()
         over = isinstance(self.state, UaStateDisconnected | UaStateFailed | UaStateDead)
+        if method == "NOTIFY" and not over and self.referring and _refer_event(req):
+            log.info("sip.refer_progress", status=_sipfrag_status(req))
+            return (req.genResponse(200, "OK", server=self.local_ua), None, None)
         if method == "NOTIFY" or (over and method != "BYE"):
             log.info("sip.request_answered_481", method=method, state=str(self.state))
             resp = req.genResponse(481, "Call/Transaction Does Not Exist", server=self.local_ua)
             return (resp, None, None)
         return super().recvRequest(req, sip_t)
+
+
+def _refer_event(req: Any) -> bool:
+    """The request's Event package is `refer` (RFC 3515), parameters aside."""
+    return any(str(body).split(";")[0].strip().lower() == "refer" for body in req.getHFBodys("event"))
+
+
+def _sipfrag_status(req: Any) -> int | None:
+    """The status code of a refer NOTIFY's message/sipfrag body ("SIP/2.0 100 Trying" → 100), if any."""
+    match = _SIPFRAG_STATUS.match(str(req.getBody() or ""))
+    return int(match.group(1)) if match else None
 
 
 @dataclass(slots=True)
@@ -133,7 +153,6 @@ class Dialog:
     admitted: bool = False
     ended: bool = False
     answered: bool = False
-    referring: bool = False  # our REFER awaits its final answer
     timers: list[Any] = field(default_factory=list)
 
 

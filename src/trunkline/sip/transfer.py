@@ -42,11 +42,11 @@ class Transfers:
         `TransferAnswered` will carry, or None when there is no such call or a transfer of it is already
         waiting for its answer."""
         dialog = self.stack.dialogs.get(call_id)
-        if dialog is None or dialog.ended or dialog.referring or not dialog.ua.isConnected():
+        if dialog is None or dialog.ended or dialog.ua.referring or not dialog.ua.isConnected():
             return None
         self._last_token += 1
         self._send(dialog, self._address(dialog, target), self._last_token, None)
-        dialog.referring = True
+        dialog.ua.referring = True
         self.stack.counters["sip.refer_sent"] += 1
         return self._last_token
 
@@ -106,7 +106,7 @@ class Transfers:
             self.stack.post(TransferAnswered(call_id, token, status))
             if dialog is None:
                 return
-            dialog.referring = False
+            dialog.ua.referring = False
             if status < 300:
                 if late:
                     self.stack.counters["sip.refer_accepted_late"] += 1
