@@ -204,7 +204,7 @@ def start_stub() -> tuple[subprocess.Popen[str], int]:
     return proc, int(line.split()[1])
 
 
-def start_server(workdir: Path, stub_port: int, debug_log: bool = False) -> Any:
+def start_server(workdir: Path, stub_port: int, debug_log: bool = False, max_calls: int = 64) -> Any:
     from tests.integration.agent_env import llm_tenant
     from tests.integration.server_proc import ServerProcess
     from tests.integration.sip_server import greeting_wav
@@ -213,7 +213,8 @@ def start_server(workdir: Path, stub_port: int, debug_log: bool = False) -> Any:
     trunk = {"name": "local", "allowed_sources": ["127.0.0.1/32"], "dids": {DID: "bench"}, "codecs": ["PCMU"]}
     server = ServerProcess.create(
         workdir, trunks=[trunk], greeting_wav=greeting_wav(), tenants={"bench": tenant},
-        env={"DEMO_BOOKING_TOKEN": "bench-token"}, server={"call_handler": "agent"},
+        env={"DEMO_BOOKING_TOKEN": "bench-token"},
+        server={"call_handler": "agent", "max_calls": max_calls},  # benches may load past the default cap
     )  # fmt: skip
     (server.tenants_dir / "bench" / "prompt.md").write_text("You are the receptionist. Answer briefly.\n")
     if debug_log:

@@ -87,6 +87,7 @@ class DemoServer:
             "state_dir": "state",
             "greeting_wav": str(self.greeting),
             "drain_timeout_s": 5,
+            "call_handler": "record",  # what trunkline.sip.demo_call runs (no process-wide call cap)
             **self.server,
         }
         cfg = write_config(

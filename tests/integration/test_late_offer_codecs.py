@@ -211,3 +211,29 @@ async def test_outbound_offer_lists_every_codec_and_uses_the_answer(
     pts, ours = rtp.decoded("PCMA", source)
     assert pts == {8}
     assert similarity(tone(8000, 0.6), ours) > 0.9
+
+
+async def test_outbound_calls_count_against_the_call_cap(
+    make_server: Callable[[dict[str, Any]], Awaitable[Server]],
+) -> None:
+    """With the trunk's one call ringing, a second dial fails at once with 503 and sends no INVITE; the
+    slot is free again once the first call ends."""
+    carrier = RawCarrier(0)
+    server = await make_server({"name": "out", "host": "127.0.0.1", "port": carrier.port, "max_calls": 1})
+    carrier.server = ("127.0.0.1", server.port)
+    try:
+        first = asyncio.ensure_future(server.service.dial("+15557654321", "out"))
+        invite = await asyncio.to_thread(carrier.expect, lambda m: m.method == "INVITE")
+        refused = await server.service.dial("+15557654322", "out")
+        assert (refused.outcome, refused.status) == ("failed", 503)
+        carrier.reply(invite, 486, "Busy Here")
+        assert (await first).outcome == "busy"
+        await asyncio.to_thread(carrier.expect, lambda m: m.method == "ACK")
+        again = asyncio.ensure_future(server.service.dial("+15557654323", "out"))
+        retry = await asyncio.to_thread(
+            carrier.expect, lambda m: m.method == "INVITE" and "+15557654323" in m.start
+        )
+        carrier.reply(retry, 486, "Busy Here")
+        assert (await again).outcome == "busy"
+    finally:
+        carrier.close()

@@ -3,6 +3,7 @@ late offer, hold/unhold, INFO and RFC 4733 DTMF."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,8 +65,6 @@ def test_no_common_codec_is_488(server: DemoServer, tmp_path: Path) -> None:
 
 def test_over_the_cap_is_503_with_retry_after(ringing_server: DemoServer, tmp_path: Path) -> None:
     # max_calls = 2: two calls ringing (answer delayed) fill the trunk; the third gets 503 + Retry-After.
-    import threading
-
     results = []
     threads = [
         threading.Thread(
@@ -84,6 +83,31 @@ def test_over_the_cap_is_503_with_retry_after(ringing_server: DemoServer, tmp_pa
     for t in threads:
         t.join()
     assert result.returncode == 0, result.errors + result.stdout
+
+
+def test_the_process_wide_cap_counts_calls_on_every_trunk(tmp_path: Path) -> None:
+    # [server] max_calls = 1: a call ringing on one trunk makes an INVITE for another trunk's number 503.
+    other = {**LOCAL_TRUNK, "name": "other", "dids": {"+15550101": "demo"}}
+    srv = DemoServer(
+        tmp_path, greeting_wav(), [LOCAL_TRUNK, other], sip={"answer_delay_s": 3}, server={"max_calls": 1}
+    )
+    srv.start()
+    try:
+        results = []
+        first = threading.Thread(
+            target=lambda: results.append(
+                run_sipp(tmp_path, S.cancelled_call(2500), target(srv), name="first")
+            )
+        )
+        first.start()
+        assert srv.wait_for_log("sip.call_admitted", 10)
+        over = S.rejected_call(503, check=("Retry-After:", "^ *30"))
+        result = run_sipp(tmp_path, over, target(srv), service="+15550101", name="over")
+        first.join()
+        assert result.returncode == 0, result.errors + result.stdout
+        assert results[0].returncode == 0, results[0].errors + results[0].stdout
+    finally:
+        srv.stop()
 
 
 def test_cancel_while_ringing_is_487(ringing_server: DemoServer, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from trunkline.config.cli import run_check_config
 from trunkline.config.loader import ConfigError, load_config
+from trunkline.config.model import AGENT_CALLS_PER_CORE
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "trunkline.toml"
@@ -76,6 +77,17 @@ def test_good_config_is_frozen_data(tmp_path: Path) -> None:
     assert config.server.state_dir == tmp_path / "state"
     with pytest.raises(AttributeError):
         config.sip.listen_port = 1  # type: ignore[misc]
+
+
+def test_process_call_cap_is_set_or_sized_to_the_cores(tmp_path: Path) -> None:
+    server = '[server]\ncall_handler = "{handler}"\n'
+    agent = load_config(write(tmp_path, server.format(handler="agent")), {}).server.max_calls
+    assert agent is not None and agent >= AGENT_CALLS_PER_CORE and agent % AGENT_CALLS_PER_CORE == 0
+    assert load_config(write(tmp_path, server.format(handler="record")), {}).server.max_calls is None
+    explicit = server.format(handler="record") + "max_calls = 3\n"
+    assert load_config(write(tmp_path, explicit), {}).server.max_calls == 3
+    found = problems(tmp_path, "[server]\nmax_calls = 0\n")
+    assert found == [f"{tmp_path / 'trunkline.toml'}: server.max_calls: must be between 1 and 100000, got 0"]
 
 
 def test_missing_password_variable_is_reported(tmp_path: Path) -> None:

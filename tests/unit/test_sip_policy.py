@@ -72,6 +72,17 @@ def test_cap_and_draining_give_503_with_retry_after() -> None:
     assert adm.decide("127.0.0.1", "+15550199", None) == Rejected(503, "Service Unavailable", 17)
 
 
+def test_process_cap_counts_every_trunk() -> None:
+    adm = Admission((CARRIER, LOCAL), retry_after_s=17, max_total=2)
+    adm.acquire("carrier")
+    assert isinstance(adm.decide("127.0.0.1", "+15550199", None), Admitted)
+    adm.acquire("local")
+    assert adm.decide("127.0.0.1", "+15550199", None) == Rejected(503, "Service Unavailable", 17)
+    assert not adm.has_room(CARRIER) and not adm.has_room(LOCAL)
+    adm.release("carrier")
+    assert adm.has_room(LOCAL) and isinstance(adm.decide("192.0.2.9", "+15550100", None), Admitted)
+
+
 def test_outcomes() -> None:
     assert outcome_for_status(486) == END_BUSY
     assert outcome_for_status(480) == END_NO_ANSWER

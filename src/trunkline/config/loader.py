@@ -7,6 +7,7 @@ everything downstream receives a frozen `Config`.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trunkline.config.model import (
+    AGENT_CALLS_PER_CORE,
     CALL_HANDLERS,
     SUPPORTED_CODECS,
     Config,
@@ -235,15 +237,27 @@ def _server(r: _Reader, base_dir: Path) -> ServerConfig:
     state_dir = r.get("state_dir", str, str(d.state_dir))
     tenants_dir = r.get("tenants_dir", str, str(d.tenants_dir))
     greeting = r.get("greeting_wav", str, None)
+    call_handler = r.choice("call_handler", d.call_handler, CALL_HANDLERS)
+    default_cap = default_max_calls(call_handler)
     cfg = ServerConfig(
         state_dir=base_dir / state_dir,
         tenants_dir=base_dir / tenants_dir,
         drain_timeout_s=r.number("drain_timeout_s", d.drain_timeout_s, 0, 86400),
         greeting_wav=base_dir / greeting if greeting else None,
-        call_handler=r.choice("call_handler", d.call_handler, CALL_HANDLERS),
+        call_handler=call_handler,
+        max_calls=r.integer("max_calls", 1, 1, 100000) if "max_calls" in r.table else default_cap,
     )
     r.finish()
     return cfg
+
+
+def default_max_calls(call_handler: str) -> int | None:
+    """The process-wide cap when the file sets none: AGENT_CALLS_PER_CORE per usable core for the agent
+    (its speech models are CPU-bound), none for the light "record" trunk check."""
+    if call_handler != "agent":
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return AGENT_CALLS_PER_CORE * cores
 
 
 def _trunks(

@@ -16,6 +16,9 @@ SUPPORTED_CODECS = ("PCMU", "PCMA", "G722")
 # "agent": the tenant's voice agent answers;
 # "record": a trunk check — a greeting, then the caller is recorded per call.
 CALL_HANDLERS = ("agent", "record")
+# The agent's default process-wide cap per usable CPU core: local speech recognition and synthesis are
+# CPU-bound, so more calls than this make every caller wait (bench/agent_concurrency.py measures it).
+AGENT_CALLS_PER_CORE = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,8 @@ class ServerConfig:
     drain_timeout_s: float = 30.0
     greeting_wav: Path | None = None
     call_handler: str = "agent"
+    # calls at once in this process, both directions (None: no cap); beyond it INVITEs get 503
+    max_calls: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,12 +141,14 @@ class Rejected:
 
 @dataclass(slots=True)
 class Admission:
-    """Routes new INVITEs to trunks/tenants and enforces source ACLs, per-trunk caps and draining."""
+    """Routes new INVITEs to trunks/tenants and enforces source ACLs, the per-trunk and process-wide call
+    caps (`max_total`: what the box can serve well; None, no cap) and draining."""
 
     trunks: tuple[TrunkConfig, ...]
     retry_after_s: int = 30
     drop_unknown_sources: bool = False
     draining: bool = False
+    max_total: int | None = None
     active: dict[str, int] = field(default_factory=dict)
 
     def decide(self, source_host: str, to_user: str | None, ruri_user: str | None) -> Admitted | Rejected:
@@ -163,10 +165,16 @@ class Admission:
                 tenant = trunk.tenant_for(user)
                 if tenant is None:
                     continue
-                if self.active.get(trunk.name, 0) >= trunk.max_calls:
+                if not self.has_room(trunk):
                     return Rejected(503, "Service Unavailable", self.retry_after_s)
                 return Admitted(trunk, _e164(user), tenant)
         return Rejected(404, "Not Found")
+
+    def has_room(self, trunk: TrunkConfig) -> bool:
+        """One more call fits both the trunk's cap and the process-wide one."""
+        if self.max_total is not None and self.total() >= self.max_total:
+            return False
+        return self.active.get(trunk.name, 0) < trunk.max_calls
 
     def acquire(self, trunk: str) -> None:
         self.active[trunk] = self.active.get(trunk, 0) + 1

@@ -54,6 +54,9 @@ def run_status(args: argparse.Namespace) -> int:
         return 1
     age = time.time() - float(snap.get("written_at", 0))
     print(f"status written {age:.1f}s ago{' (stale)' if age > 5 else ''}; draining: {snap.get('draining')}")
+    cap = snap.get("max_calls")
+    total = sum(snap.get("active_calls", {}).values())
+    print(f"  calls: {total} of at most {cap if cap is not None else 'unlimited'} at once")
     for name, reg in sorted(snap.get("registrations", {}).items()):
         print(f"  trunk {name}: {reg['state']} {reg.get('detail', '')} expires={reg.get('expires_s')}")
     for name, count in sorted(snap.get("active_calls", {}).items()):

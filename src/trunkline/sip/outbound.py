@@ -63,8 +63,13 @@ class OutboundCalls:
     def dial(self, call_id: str, trunk_name: str, number: str, host: str, port: int) -> None:
         """INVITE `number` through the trunk, offering our RTP leg at host:port."""
         trunk: TrunkConfig = self.stack.config.trunk(trunk_name)
+        admission = self.stack.admission
         if trunk.host is None:
             self.stack.post(CallEnded(call_id, END_FAILED, None))
+            return
+        if admission.draining or not admission.has_room(trunk):  # the caps count calls both ways
+            log.warning("sip.outbound_refused", trunk=trunk.name, draining=admission.draining)
+            self.stack.post(CallEnded(call_id, END_FAILED, 503))
             return
         ua = DialogUA(
             self.stack.gc,
@@ -76,6 +81,8 @@ class OutboundCalls:
         ua.event_cb = lambda event, _ua: self._on_event(dialog, event)
         ua.lContact = self.stack.contact(trunk.username or CONTACT_USER)
         self.stack.dialogs[call_id] = dialog
+        admission.acquire(trunk.name)
+        dialog.admitted = True
         ptime = self.stack.config.media.ptime_ms
         sdp = build_offer(dialog.preference, host, port, dialog.session_id, dialog.sdp_version, ptime)
         caller = trunk.caller_id or trunk.username or CONTACT_USER

@@ -174,7 +174,9 @@ class SipStack:
             "_sip_port": sip.listen_port,
             "_sip_logger": _NullSipLogger(),
         }
-        self.admission = Admission(config.trunks, sip.retry_after_s, sip.unknown_source == "drop")
+        self.admission = Admission(
+            config.trunks, sip.retry_after_s, sip.unknown_source == "drop", max_total=config.server.max_calls
+        )
         self.dialogs: dict[str, Dialog] = {}
         self.agents: dict[str, RegistrationAgent] = {}
         self.registration: dict[str, RegistrationChanged] = {}
@@ -310,6 +312,7 @@ class SipStack:
         return {
             "draining": self.admission.draining,
             "active_calls": dict(self.admission.active),
+            "max_calls": self.admission.max_total,
             "dialogs": len(self.dialogs),
             "registrations": {
                 name: {"state": ev.state, "detail": ev.detail, "expires_s": ev.expires_s}
