@@ -58,6 +58,7 @@ LONG_QUIET_S = 2.5  # ... or this long whatever was heard (a reply cut short, or
 REPLY_SHARE = 0.8  # "most of it": this share of the warm-up reply's loud frames
 DEFAULT_REPLY_FRAMES = 100  # loud 20 ms frames in a reply when the warm-up could not measure it
 SEED = 4
+HOW = __doc__.split("Run:")[0].strip() if __doc__ else ""
 _LOG_EVENT = re.compile(r"\[(\w+)\s*\]\s+([a-z_]+\.[a-z_.]+)")
 PROBLEM_LEVELS = frozenset({"warning", "error", "critical"})
 
@@ -218,7 +219,8 @@ def run_call(
         for k in range(turns):
             text, pcm = utts[(seed + k) % len(utts)]
             out["turns"].append(take_turn(ear, pcm, expected_frames) | {"text": text})
-            time.sleep(rng.uniform(*THINK_S))
+            if k < turns - 1:
+                time.sleep(rng.uniform(*THINK_S))
         caller.hangup(dialog)
     except Exception as exc:  # a failed call is a data point of its level
         out["error"] = repr(exc)
@@ -354,9 +356,6 @@ def run(quick: bool = False, *, levels: Sequence[int] | None = None) -> dict[str
         "load_avg_end": [round(x, 2) for x in os.getloadavg()],
         "how": HOW,
     }
-
-
-HOW = __doc__.split("Run:")[0].strip() if __doc__ else ""
 
 
 def _level_line(result: dict[str, Any]) -> str:

@@ -121,14 +121,20 @@ class RecordedCalls:
             )
 
 
-def _serving(tenants: TenantRegistry) -> Callable[[Any], bool]:
-    """Admission check before answering: only numbers of a serving tenant are answered."""
+def _serving(tenants: TenantRegistry) -> Callable[[Any, int], tuple[int, str] | None]:
+    """Admission check before answering: only numbers of a serving tenant are answered (480 otherwise), and
+    no more of its calls at once than its `[limits] max_concurrent_calls` (486 Busy Here beyond it)."""
 
-    def admit(call: Any) -> bool:
-        if call.tenant and tenants.get(call.tenant):
-            return True
-        log.warning("call.tenant_not_serving", tenant=call.tenant)
-        return False
+    def admit(call: Any, tenant_calls: int) -> tuple[int, str] | None:
+        tenant = tenants.get(call.tenant) if call.tenant else None
+        if tenant is None:
+            log.warning("call.tenant_not_serving", tenant=call.tenant)
+            return 480, "Temporarily Unavailable"
+        cap = tenant.limits.max_concurrent_calls
+        if cap is not None and tenant_calls >= cap:
+            log.warning("call.tenant_at_capacity", tenant=call.tenant, max_concurrent_calls=cap)
+            return 486, "Busy Here"
+        return None
 
     return admit
 

@@ -33,7 +33,7 @@ from tests.peers.speech import read_wav, rms_dbfs
 
 pytestmark = pytest.mark.integration
 
-DEMO, OTHER, GAMMA, BROKEN = "+15550100", "+15550200", "+15550300", "+15550500"
+DEMO, OTHER, GAMMA, DELTA, BROKEN = "+15550100", "+15550200", "+15550300", "+15550400", "+15550500"
 CALLER = "+15551234567"  # the From user of tests.integration.sip_scenarios
 RETRY_AFTER_S = 17
 PACKETS_PER_S = 50  # 20 ms PCMU
@@ -65,6 +65,11 @@ GAMMA_TOML = (
     'enabled = false\ndisplay_name = "Gamma"\nnumbers = ["+15550300"]\ngreeting = "Hello from Gamma."\n'
     + INTENT
 )
+DELTA_TOML = (  # a business whose plan allows one call at a time
+    'display_name = "Delta"\nnumbers = ["+15550400"]\ngreeting = "Hello from Delta."\n'
+    + INTENT
+    + "\n[limits]\nmax_concurrent_calls = 1\n"
+)
 BROKEN_TOML = (
     'display_name = "Broken"\nnumbers = ["+15550500"]\ngreeting = "Hi."\n'
     + INTENT
@@ -87,7 +92,7 @@ def server(secret_env: dict[str, str]) -> Iterator[ServerProcess]:
         {
             "name": "local",
             "allowed_sources": ["127.0.0.1/32"],
-            "dids": {DEMO: "demo", OTHER: "other", GAMMA: "gamma", BROKEN: "broken"},
+            "dids": {DEMO: "demo", OTHER: "other", GAMMA: "gamma", DELTA: "delta", BROKEN: "broken"},
             "codecs": ["PCMU", "PCMA"],
             "max_calls": 20,
         },
@@ -102,7 +107,7 @@ def server(secret_env: dict[str, str]) -> Iterator[ServerProcess]:
     with running_server(
         trunks=trunks,
         greeting_wav=greeting_wav(),
-        tenants={"other": OTHER_TOML, "gamma": GAMMA_TOML, "broken": BROKEN_TOML},
+        tenants={"other": OTHER_TOML, "gamma": GAMMA_TOML, "delta": DELTA_TOML, "broken": BROKEN_TOML},
         env=secret_env,
         sip={"retry_after_s": RETRY_AFTER_S},
     ) as srv:
@@ -214,7 +219,7 @@ def test_broken_tenant_at_startup_is_reported_and_not_served(
 ) -> None:
     problem = f"{server.tenants_dir / 'broken' / 'tenant.toml'}: limits.max_call_minutes: must be an integer"
     server.wait_for(re.escape(problem), timeout_s=1)
-    server.wait_for(r"tenants\.loaded .*serving=\['demo', 'other'\]", timeout_s=1)
+    server.wait_for(r"tenants\.loaded .*serving=\['delta', 'demo', 'other'\]", timeout_s=1)
     # the good tenants serve (demo_call was answered and recorded); the broken one is refused unanswered
     mark = server.mark()
     ok(place_call(server, tmp_path, BROKEN, scn.rejected_call(480)).wait())
@@ -223,6 +228,19 @@ def test_broken_tenant_at_startup_is_reported_and_not_served(
     checked = server.cli("tenants", "check", "--dir", str(server.tenants_dir))
     assert checked.returncode == 1
     assert problem in checked.stdout
+
+
+def test_a_tenant_at_its_concurrent_call_limit_gets_busy_and_others_do_not(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    mark = server.mark()
+    first = place_call(server, tmp_path / "delta1", DELTA, answered(4000))
+    server.wait_for(r"sip\.call_answered .*tenant_id=delta", after=mark)
+    ok(place_call(server, tmp_path / "delta2", DELTA, scn.rejected_call(486)).wait())
+    server.wait_for(r"call\.tenant_at_capacity .*tenant=delta", after=mark)
+    ok(place_call(server, tmp_path / "demo2", DEMO, answered(500)).wait())  # other tenants are not held up
+    ok(first.wait())
+    ok(place_call(server, tmp_path / "delta3", DELTA, answered(500)).wait())  # its slot is free again
 
 
 # --- SIGHUP reload with a call in progress ----------------------------------------------------------

@@ -124,6 +124,7 @@ def test_minimal_tenant_gets_defaults(tmp_path: Path) -> None:
     assert config.tenant_id == "acme" and config.language == "en-US" and config.redact_pii
     assert config.policy.mode == "intents" and config.builtins == ("end_call",)
     assert (config.limits.max_call_minutes, config.limits.max_tool_calls) == (15, 10)
+    assert config.limits.max_concurrent_calls is None
     assert config.hours is None and config.after_hours is None and not config.recording.enabled
 
 
@@ -131,6 +132,12 @@ BROKEN_CASES = [
     ("bad toml", 'display_name = "x\n', "(toml)", "not valid TOML"),
     ("unknown key", 'greting = "hi"\n' + MINIMAL, "greting", "did you mean 'greeting'"),
     ("unknown nested", MINIMAL + "[limits]\nmax_calls = 3\n", "limits.max_calls", "unknown key"),
+    (
+        "no calls at all",
+        MINIMAL + "[limits]\nmax_concurrent_calls = 0\n",
+        "limits.max_concurrent_calls",
+        "between",
+    ),
     ("wrong type", MINIMAL + '[limits]\nmax_call_minutes = "ten"\n', "limits.max_call_minutes", "integer"),
     (
         "out of range",
@@ -225,6 +232,11 @@ BROKEN_CASES = [
     ("transfer builtin", MINIMAL + '[tools]\nbuiltins = ["transfer_call"]\n', "tools.builtins[0]", "needs"),
     ("blank xfer line", MINIMAL + "[transfer]\nfailed_message = ' '\n", "transfer.failed_message", "empty"),
 ]
+
+
+def test_concurrent_call_limit_can_be_set(tmp_path: Path) -> None:
+    config = load(tmp_path, MINIMAL + "[limits]\nmax_concurrent_calls = 3\n")
+    assert config.limits.max_concurrent_calls == 3
 
 
 def test_failed_transfer_line_defaults_and_can_be_set(tmp_path: Path) -> None:

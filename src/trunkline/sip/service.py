@@ -45,7 +45,8 @@ from trunkline.sip.transfer_waits import TRANSFER_ANSWER_TIMEOUT_S, TransferWait
 
 log = get_logger("trunkline.sip.service")
 OnCall = Callable[[Call], Awaitable[None]]
-Admit = Callable[[Call], bool]
+# before answering: the call and how many other calls of its tenant are up → None, or (status, reason)
+Admit = Callable[[Call, int], tuple[int, str] | None]
 CONNECT_TIMEOUT_S = 32.0
 LINGER_S = 4.0  # at shutdown, how long our last requests may take to be answered
 LINGER_POLL_S = 0.02
@@ -312,9 +313,12 @@ class SipService:
         """Open our leg, send 200, wait for the ACK, then supervise the call."""
         assert self._legs is not None and self._thread is not None
         bind_call(call_id=call.call_id, tenant_id=call.tenant)
-        if self._admit is not None and not self._admit(call):
-            self._thread.call(self._stack.inbound.reject, call.call_id, 480, "Temporarily Unavailable")
-            return
+        if self._admit is not None:
+            others = sum(1 for c in self._calls.values() if c.tenant == call.tenant and c is not call)
+            refusal = self._admit(call, others)
+            if refusal is not None:
+                self._thread.call(self._stack.inbound.reject, call.call_id, *refusal)
+                return
         try:
             if call.media is not None:
                 call.leg = self._legs.open_for_answer(call.media)
@@ -337,6 +341,7 @@ class SipService:
             return
         host, port = self._legs.local_address(call.leg)
         self._thread.call(self._stack.inbound.answer, call.call_id, host, port)
+        log.info("sip.call_answered", call_id=call.call_id)
         await self._supervise(call, self._on_call)
 
     async def _supervise(self, call: Call, on_call: OnCall | None) -> None:

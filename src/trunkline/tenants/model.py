@@ -154,6 +154,8 @@ class RecordingSettings:
 class Limits:
     max_call_minutes: int
     max_tool_calls: int
+    # calls of this tenant at once; more get 486 Busy Here (None: only the server's caps apply)
+    max_concurrent_calls: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

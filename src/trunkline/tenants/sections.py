@@ -230,9 +230,11 @@ def parse_recording(t: Table | None) -> RecordingSettings:
 def parse_limits(t: Table | None) -> Limits:
     if t is None:
         return Limits(15, 10)
+    concurrent = t.integer("max_concurrent_calls", 0, lo=1, hi=10_000)
     limits = Limits(
         t.integer("max_call_minutes", 15, lo=1, hi=240),
         t.integer("max_tool_calls", 10, lo=0, hi=100),
+        concurrent or None,
     )
     t.finish()
     return limits
