@@ -94,6 +94,9 @@ def level_summary(calls: int, results: Sequence[dict[str, Any]]) -> dict[str, An
         "p50_ms": pct["p50_ms"],
         "p95_ms": pct["p95_ms"],
         "max_ms": round(max(samples), 1) if samples else None,
+        # with few turns (4 at N=1) the p95 is about the worst turn: these say how many turns were slow
+        "over_600ms": sum(1 for ms in samples if ms > TARGET_P95_MS),
+        "over_1000ms": sum(1 for ms in samples if ms > SECOND_P95_MS),
         "samples_ms": samples,
     }
 
@@ -401,6 +404,8 @@ def plot_levels(out_dir: Path, result: dict[str, Any]) -> list[str]:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     calls = [lv["calls"] for lv in levels]
+    dots = [(lv["calls"], ms) for lv in levels for ms in lv.get("samples_ms", [])]
+    ax.scatter([c for c, _ in dots], [ms for _, ms in dots], s=8, color="0.6", alpha=0.5, label="turns")
     ax.plot(calls, [lv["p50_ms"] for lv in levels], marker="o", label="turn latency p50")
     ax.plot(calls, [lv["p95_ms"] for lv in levels], marker="s", label="turn latency p95")
     for lv in levels:

@@ -36,6 +36,12 @@ def test_level_summary_counts_unanswered_turns_and_failed_calls() -> None:
     assert row["max_ms"] == 500.0
     assert row["p50_ms"] == 400.0
     assert row["samples_ms"] == [400.0, 500.0, 300.0]
+    assert row["over_600ms"] == 0
+
+
+def test_level_summary_counts_slow_turns_against_both_limits() -> None:
+    row = level_summary(1, [call(550.0, 650.0, 1200.0, None)])
+    assert (row["over_600ms"], row["over_1000ms"], row["unanswered"]) == (2, 1, 1)
 
 
 def test_level_summary_without_any_answer_has_no_percentiles() -> None:

@@ -34,21 +34,18 @@ class Transfers:
 
     def __init__(self, stack: SipStack) -> None:
         self.stack = stack
-        self._last_token = 0
         self._abandoned: set[int] = set()
 
-    def refer(self, call_id: str, target: str) -> int | None:
-        """REFER the caller of an answered call to a number or SIP URI; returns the token its
-        `TransferAnswered` will carry, or None when there is no such call or a transfer of it is already
-        waiting for its answer."""
+    def refer(self, call_id: str, target: str, token: int) -> bool:
+        """REFER the caller of an answered call to a number or SIP URI; its `TransferAnswered` will carry
+        `token`. False when there is no such call or a transfer of it is already waiting for its answer."""
         dialog = self.stack.dialogs.get(call_id)
         if dialog is None or dialog.ended or dialog.ua.referring or not dialog.ua.isConnected():
-            return None
-        self._last_token += 1
-        self._send(dialog, self._address(dialog, target), self._last_token, None)
+            return False
+        self._send(dialog, self._address(dialog, target), token, None)
         dialog.ua.referring = True
         self.stack.counters["sip.refer_sent"] += 1
-        return self._last_token
+        return True
 
     def _send(self, dialog: Dialog, target: SipAddress, token: int, challenge: Any) -> None:
         """One REFER in the dialog; with `challenge` ((challenge, qop) of a 401/407), with credentials."""

@@ -18,7 +18,7 @@ TRANSFER_ANSWER_TIMEOUT_S = 8.0  # carriers answer REFER at once; sippy waits 32
 @dataclass(slots=True)
 class _Pending:
     status: asyncio.Future[int]
-    token: int | None = None
+    token: int
 
     def settle(self, status: int) -> None:
         if not self.status.done():
@@ -30,6 +30,7 @@ class TransferWaits:
 
     def __init__(self) -> None:
         self._pending: dict[str, _Pending] = {}
+        self._last_token = 0
 
     async def transfer(
         self, thread: Any, transfers: Any, call_id: str, target: str, timeout_s: float
@@ -37,10 +38,12 @@ class TransferWaits:
         """REFER on the SIP thread (`transfers.refer`), then wait for its answer: True for a 2xx."""
         if call_id in self._pending:  # one REFER at a time per call
             return False
-        pending = self._pending[call_id] = _Pending(asyncio.get_running_loop().create_future())
+        # the token is ours before the REFER leaves: its answer may reach the loop before thread.run returns
+        self._last_token += 1
+        pending = _Pending(asyncio.get_running_loop().create_future(), self._last_token)
+        self._pending[call_id] = pending
         try:
-            pending.token = await thread.run(transfers.refer, call_id, target)
-            if pending.token is None:
+            if not await thread.run(transfers.refer, call_id, target, pending.token):
                 return False
             async with asyncio.timeout(timeout_s):
                 status = await pending.status
