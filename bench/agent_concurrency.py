@@ -7,7 +7,7 @@ the wire as in bench/turn_latency.py (caller's last frame above -45 dBFS → ker
 agent's first packet above it; no reply in 20 s = unanswered), never from the server's interleaved log.
 The figure is the largest N for which it and every smaller N had every call set up, every turn answered
 and p95 within the limit; server CPU, load, hold lines and log warnings per level are in the raw results.
-Run: python -m bench.agent_concurrency [--quick] [--levels 4,8] [--plot DIR]   (JSON out, progress on stderr)
+Run: python -m bench.agent_concurrency [--quick] [--levels 4,8] [--plot DIR] [--debug-log]   (JSON out)
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from bench.agent_harness import (
     SPEECH_DBFS,
     STAGES,
     AgentEar,
+    log_numbers,
     parse_turn_latency,
     process_cpu_s,
     sigterm_as_exit,
@@ -163,6 +164,18 @@ def stage_spread(lines: Sequence[str]) -> dict[str, list[float]]:
     return out
 
 
+def decode_spread(lines: Sequence[str]) -> dict[str, Any]:
+    """At debug level (`--debug-log`): whisper decodes started, and audio end → transcript ms [p50, p95]
+    (queueing on the ASR worker included) of final and speculative decodes; {} at info level."""
+    started = sum(1 for line in lines if "agent.decode_started" in line)
+    done: dict[str, list[float]] = {"final": [], "speculative": []}
+    for line in lines:
+        if "agent.decoded" in line and "decode_ms" in (numbers := log_numbers(line)):
+            done["final" if "final=True" in line else "speculative"].append(numbers["decode_ms"])
+    spread = {k: [round(float(np.percentile(v, q)), 1) for q in (50, 95)] for k, v in done.items() if v}
+    return {"started": started, "ms_p50_p95": spread} if started else {}
+
+
 # --- one call -------------------------------------------------------------------------------------------
 
 
@@ -277,6 +290,7 @@ def place_level(
         "server_log_problems": log_problems(lines := server.text(after=mark).splitlines()),
         "server_events": log_events(lines),
         "server_stage_ms_p50_p95": stage_spread(lines),
+        "server_decodes": decode_spread(lines),
         "reply_frames_min": min(
             (t["reply_frames"] for r in results for t in r.get("turns", []) if t["latency_ms"] is not None),
             default=None,
@@ -296,7 +310,9 @@ def warm_up(server: Any, utts: list[tuple[str, np.ndarray]]) -> tuple[int, dict[
     return (frames[0] if frames and frames[0] >= 20 else DEFAULT_REPLY_FRAMES), call
 
 
-def run_levels(utts: list[tuple[str, np.ndarray]], levels: Sequence[int]) -> dict[str, Any]:
+def run_levels(
+    utts: list[tuple[str, np.ndarray]], levels: Sequence[int], debug_log: bool = False
+) -> dict[str, Any]:
     """Start the stub and the server, warm up, run the levels in order (stopping early), stop all."""
     stub, stub_port = start_stub()
     workdir = Path(tempfile.mkdtemp(prefix="trunkline-bench-conc-"))
@@ -305,7 +321,7 @@ def run_levels(utts: list[tuple[str, np.ndarray]], levels: Sequence[int]) -> dic
     try:
         progress("starting trunkline serve (embedded Postgres, whisper, piper)")
         t0 = time.monotonic()
-        server = start_server(workdir, stub_port)
+        server = start_server(workdir, stub_port, debug_log)
         out["server_start_s"] = round(time.monotonic() - t0, 1)
         progress("warm-up call (1 turn, discarded)")
         expected, warm = warm_up(server, utts)
@@ -339,14 +355,16 @@ def run_levels(utts: list[tuple[str, np.ndarray]], levels: Sequence[int]) -> dic
 # --- the run --------------------------------------------------------------------------------------------
 
 
-def run(quick: bool = False, *, levels: Sequence[int] | None = None) -> dict[str, Any]:
+def run(
+    quick: bool = False, *, levels: Sequence[int] | None = None, debug_log: bool = False
+) -> dict[str, Any]:
     """Full: levels 1, 2, 4, 6, 8, 12 (stopping early); quick: 1 and 2; or the given `levels`. 4 turns
     per call."""
     started = time.monotonic()
     progress(f"load average {os.getloadavg()}; caller sentences (piper, cached)")
     utts = utterances()
     with sigterm_as_exit():
-        out = run_levels(utts, levels or (LEVELS_QUICK if quick else LEVELS_FULL))
+        out = run_levels(utts, levels or (LEVELS_QUICK if quick else LEVELS_FULL), debug_log)
     rows = out["levels"]
     return out | {
         "max_calls_p95_within_600ms": max_calls_within(rows, TARGET_P95_MS),
@@ -432,7 +450,7 @@ def plot_levels(out_dir: Path, result: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str]) -> int:
     levels = [int(n) for n in argv[argv.index("--levels") + 1].split(",")] if "--levels" in argv else None
-    result = run(quick="--quick" in argv, levels=levels)
+    result = run(quick="--quick" in argv, levels=levels, debug_log="--debug-log" in argv)
     if "--plot" in argv:
         plot_levels(Path(argv[argv.index("--plot") + 1]), result)
     print(json.dumps(result, indent=1, default=str))
