@@ -412,47 +412,13 @@ def metrics(result: dict[str, Any]) -> list[Metric]:
     return rows
 
 
-def plot_levels(out_dir: Path, result: dict[str, Any]) -> list[str]:
-    """p50/p95 turn latency vs concurrent calls with the 600 ms target; writes agent_concurrency.png."""
-    from bench.plots import _pyplot, _save
-
-    levels = [lv for lv in result.get("levels", []) if lv.get("p50_ms") is not None]
-    if not levels:
-        return []
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    calls = [lv["calls"] for lv in levels]
-    dots = [(lv["calls"], ms) for lv in levels for ms in lv.get("samples_ms", [])]
-    ax.scatter([c for c, _ in dots], [ms for _, ms in dots], s=8, color="0.6", alpha=0.5, label="turns")
-    ax.plot(calls, [lv["p50_ms"] for lv in levels], marker="o", label="turn latency p50")
-    ax.plot(calls, [lv["p95_ms"] for lv in levels], marker="s", label="turn latency p95")
-    for lv in levels:
-        if lv.get("unanswered") or lv.get("calls_failed"):
-            ax.annotate(
-                f"{lv['unanswered']} unanswered, {lv['calls_failed']} failed",
-                (lv["calls"], lv["p95_ms"]),
-                fontsize=7,
-            )
-    ax.axhline(TARGET_P95_MS, color="tab:red", ls="--", lw=1, label=f"p95 target {TARGET_P95_MS:g} ms")
-    ax.set_xlabel(f"concurrent agent calls (one server process, {result.get('cores')} cores)")
-    ax.set_ylabel("ms (last caller speech → first agent speech)")
-    ax.set_xticks(calls)
-    ax.set_ylim(bottom=0)
-    ax.set_title(
-        f"Turn latency vs concurrent calls: ≤ {TARGET_P95_MS:g} ms p95 up to "
-        f"{result.get('max_calls_p95_within_600ms')} calls"
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return _save(fig, out_dir, "agent_concurrency.png")
-
-
 def main(argv: list[str]) -> int:
     levels = [int(n) for n in argv[argv.index("--levels") + 1].split(",")] if "--levels" in argv else None
     result = run(quick="--quick" in argv, levels=levels, debug_log="--debug-log" in argv)
     if "--plot" in argv:
-        plot_levels(Path(argv[argv.index("--plot") + 1]), result)
+        from bench.plots import agent_concurrency
+
+        agent_concurrency(Path(argv[argv.index("--plot") + 1]), result)
     print(json.dumps(result, indent=1, default=str))
     return 0
 

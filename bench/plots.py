@@ -178,6 +178,42 @@ def latency_cdf(
     return _save(fig, out_dir, f"{name}.png")
 
 
+def agent_concurrency(out_dir: Path, result: dict[str, Any]) -> list[str]:
+    """p50/p95 turn latency vs concurrent calls with the 600 ms target; writes agent_concurrency.png."""
+    from bench.agent_concurrency import TARGET_P95_MS
+
+    levels = [lv for lv in result.get("levels", []) if lv.get("p50_ms") is not None]
+    if not levels:
+        return []
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    calls = [lv["calls"] for lv in levels]
+    dots = [(lv["calls"], ms) for lv in levels for ms in lv.get("samples_ms", [])]
+    ax.scatter([c for c, _ in dots], [ms for _, ms in dots], s=8, color="0.6", alpha=0.5, label="turns")
+    ax.plot(calls, [lv["p50_ms"] for lv in levels], marker="o", label="turn latency p50")
+    ax.plot(calls, [lv["p95_ms"] for lv in levels], marker="s", label="turn latency p95")
+    for lv in levels:
+        if lv.get("unanswered") or lv.get("calls_failed"):
+            ax.annotate(
+                f"{lv['unanswered']} unanswered, {lv['calls_failed']} failed",
+                (lv["calls"], lv["p95_ms"]),
+                fontsize=7,
+            )
+    ax.axhline(TARGET_P95_MS, color="tab:red", ls="--", lw=1, label=f"p95 target {TARGET_P95_MS:g} ms")
+    ax.set_xlabel(f"concurrent agent calls (one server process, {result.get('cores')} cores)")
+    ax.set_ylabel("ms (last caller speech → first agent speech)")
+    ax.set_xticks(calls)
+    ax.set_ylim(bottom=0)
+    ax.set_title(
+        f"Turn latency vs concurrent calls: ≤ {TARGET_P95_MS:g} ms p95 up to "
+        f"{result.get('max_calls_p95_within_600ms')} calls"
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return _save(fig, out_dir, "agent_concurrency.png")
+
+
 def _samples(raw: dict[str, Any], step: str, key: str) -> list[float]:
     """raw[step][key] when it is a list of numbers (a step may be absent, failed, or None)."""
     result = raw.get(step)
@@ -217,6 +253,9 @@ def write_all(out_dir: Path, raw: dict[str, Any]) -> list[str]:
         files += latency_cdf(
             out_dir, "tts_first_audio_cdf", {"piper": tts}, "TTS time to first audio", "ms", target_ms=60.0
         )
+    concurrency = raw.get("agent_concurrency")
+    if isinstance(concurrency, dict) and "error" not in concurrency:
+        files += agent_concurrency(out_dir, concurrency)
     return files
 
 

@@ -105,6 +105,7 @@ STEPS = (
     Step("endpointing", "bench.endpointing", always_quick=True),
     Step("turn_latency", "bench.turn_latency"),
     Step("barge_in", "bench.barge_in"),
+    Step("agent_concurrency", "bench.agent_concurrency"),  # ~3 min: concurrent agent calls (sizing figure)
 )
 
 

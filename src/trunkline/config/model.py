@@ -16,9 +16,10 @@ SUPPORTED_CODECS = ("PCMU", "PCMA", "G722")
 # "agent": the tenant's voice agent answers;
 # "record": a trunk check — a greeting, then the caller is recorded per call.
 CALL_HANDLERS = ("agent", "record")
-# The agent's default process-wide cap per usable CPU core: local speech recognition and synthesis are
-# CPU-bound, so more calls than this make every caller wait (bench/agent_concurrency.py measures it).
-AGENT_CALLS_PER_CORE = 4
+# The agent's default process-wide cap per usable CPU core. Local speech recognition and synthesis are
+# CPU-bound: on a 2-core box, 4 calls at once kept the wire turn latency near p50 0.5 s / p95 1 s, while 8
+# calls gave p95 ~2 s (`python -m bench.agent_concurrency`).
+AGENT_CALLS_PER_CORE = 2
 
 
 @dataclass(frozen=True, slots=True)
