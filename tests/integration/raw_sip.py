@@ -91,11 +91,19 @@ class RawCarrier:
         """INVITE with no body; returns the 200 OK (our offer in its body) and learns the dialog."""
         return self.invite()
 
-    def invite(self, sdp: str = "") -> SipMessage:
-        """INVITE (an early offer when `sdp` is given); returns the 200 OK and learns the dialog."""
+    def send_invite(self, sdp: str = "") -> None:
+        """INVITE (an early offer when `sdp` is given), without waiting for the answer."""
         self.cseq = 1
         self._request("INVITE", 1, self.remote_target, sdp)
-        ok = self.expect(lambda m: m.status is not None and m.status >= 200 and m.cseq_method == "INVITE")
+
+    def final_answer(self) -> SipMessage:
+        """The final response to our INVITE."""
+        return self.expect(lambda m: m.status is not None and m.status >= 200 and m.cseq_method == "INVITE")
+
+    def invite(self, sdp: str = "") -> SipMessage:
+        """INVITE (an early offer when `sdp` is given); returns the 200 OK and learns the dialog."""
+        self.send_invite(sdp)
+        ok = self.final_answer()
         assert ok.status == 200, ok.start
         self.to = ok.header("to") or self.to
         contact = re.search(r"<([^>]+)>", ok.header("contact") or "")

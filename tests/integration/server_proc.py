@@ -36,6 +36,20 @@ REPO = Path(__file__).resolve().parents[2]
 COMMITTED_TENANTS = REPO / "tenants"
 READY = "TRUNKLINE-READY"
 STOPPED = "TRUNKLINE-STOPPED"
+INTENT = """
+[policy]
+mode = "intents"
+
+[[intents]]
+name = "hours"
+examples = ["what are your hours"]
+reply = "We are open nine to five."
+"""  # the smallest offline policy, for test tenants
+DELTA_TOML = (  # a business whose plan allows one call at a time
+    'display_name = "Delta"\nnumbers = ["+15550400"]\ngreeting = "Hello from Delta."\n'
+    + INTENT
+    + "\n[limits]\nmax_concurrent_calls = 1\n"
+)
 
 
 def trunkline_cmd(*args: str) -> list[str]:

@@ -6,6 +6,8 @@ config written into the test's tmp dir; SIPp scenarios are written from small XM
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -14,13 +16,16 @@ import sys
 import threading
 import time
 import wave
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tests.peers.kamailio import free_udp_port
 from tests.peers.sipp import free_udp_block
+
+if TYPE_CHECKING:
+    from trunkline.sip.service import SipService as SipServiceType
 
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 _rtp_base = [32000 + (os.getpid() % 200) * 100]
@@ -220,3 +225,32 @@ def greeting_wav() -> Path:
     from trunkline.sip.demo_call import ensure_greeting
 
     return ensure_greeting(Path(tempfile.gettempdir()) / "trunkline-tests" / "greeting.wav")
+
+
+@contextlib.asynccontextmanager
+async def in_process_sip(
+    tmp_path: Path, trunks: list[dict[str, Any]], on_call: Any, admit: Any = None, rtp_ports: int = 20
+) -> AsyncIterator[tuple[SipServiceType, int]]:
+    """SipService + MediaEngine in this process (answering at once) on a free port, `trunks` as the config's
+    [[trunk]] tables; yields the service and its SIP port, and closes both at the end."""
+    from trunkline.config.loader import parse_config
+    from trunkline.mediaserver.engine import MediaEngine
+    from trunkline.sip.service import SipService
+
+    port = free_udp_port()
+    low, high = rtp_range(rtp_ports)
+    tables = {
+        "sip": {"listen_port": port, "answer_delay_s": 0},
+        "media": {"rtp_port_min": low, "rtp_port_max": high},
+        "trunk": trunks,
+    }
+    config = parse_config(tables, "inline.toml", {}, tmp_path)
+    engine = MediaEngine(config.media.rtp_host, config.media.rtp_port_min, config.media.rtp_port_max)
+    await engine.start()
+    service = SipService()
+    try:
+        await service.start(asyncio.get_running_loop(), config, engine, on_call, admit=admit)
+        yield service, port
+    finally:
+        await service.aclose()
+        await engine.aclose()

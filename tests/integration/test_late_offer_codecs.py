@@ -221,19 +221,28 @@ async def test_outbound_calls_count_against_the_call_cap(
     carrier = RawCarrier(0)
     server = await make_server({"name": "out", "host": "127.0.0.1", "port": carrier.port, "max_calls": 1})
     carrier.server = ("127.0.0.1", server.port)
+    invites: list[str] = []  # every INVITE request line the carrier reads
+
+    def seen(method: str, number: str = "") -> Callable[[SipMessage], bool]:
+        def wanted(m: SipMessage) -> bool:
+            if m.method == "INVITE":
+                invites.append(m.start)
+            return m.method == method and number in m.start
+
+        return wanted
+
     try:
         first = asyncio.ensure_future(server.service.dial("+15557654321", "out"))
-        invite = await asyncio.to_thread(carrier.expect, lambda m: m.method == "INVITE")
+        invite = await asyncio.to_thread(carrier.expect, seen("INVITE"))
         refused = await server.service.dial("+15557654322", "out")
         assert (refused.outcome, refused.status) == ("failed", 503)
         carrier.reply(invite, 486, "Busy Here")
         assert (await first).outcome == "busy"
-        await asyncio.to_thread(carrier.expect, lambda m: m.method == "ACK")
+        await asyncio.to_thread(carrier.expect, seen("ACK"))
         again = asyncio.ensure_future(server.service.dial("+15557654323", "out"))
-        retry = await asyncio.to_thread(
-            carrier.expect, lambda m: m.method == "INVITE" and "+15557654323" in m.start
-        )
+        retry = await asyncio.to_thread(carrier.expect, seen("INVITE", "+15557654323"))
         carrier.reply(retry, 486, "Busy Here")
         assert (await again).outcome == "busy"
+        assert not any("+15557654322" in line for line in invites), invites  # the refused dial sent nothing
     finally:
         carrier.close()

@@ -13,13 +13,9 @@ import numpy as np
 import pytest
 
 from tests.integration.raw_sip import RawCarrier, RtpPeer, answer_sdp, media_line
-from tests.integration.sip_server import rtp_range
-from tests.peers.kamailio import free_udp_port
-from trunkline.config.loader import parse_config
-from trunkline.mediaserver.engine import MediaEngine
+from tests.integration.sip_server import in_process_sip
 from trunkline.mediaserver.rtcp import Bye, parse_rtcp
 from trunkline.sip.call import Call
-from trunkline.sip.service import SipService
 
 pytestmark = pytest.mark.integration
 MEDIA_ATTRS = ("a=rtpmap:0 PCMU/8000", "a=rtpmap:101 telephone-event/8000", "a=fmtp:101 0-15")
@@ -28,31 +24,19 @@ MEDIA_ATTRS = ("a=rtpmap:0 PCMU/8000", "a=rtpmap:101 telephone-event/8000", "a=f
 @pytest.fixture
 async def server_port(tmp_path: Path) -> AsyncIterator[int]:
     """SipService + MediaEngine in this process, one inbound trunk; each call's handler just listens."""
-    port = free_udp_port()
-    low, high = rtp_range(20)
-    trunk = {"name": "carrier", "allowed_sources": ["127.0.0.1/32"], "dids": {"+15550100": "demo"}}
-    config = parse_config(
-        {
-            "sip": {"listen_port": port, "answer_delay_s": 0},
-            "media": {"rtp_port_min": low, "rtp_port_max": high},
-            "trunk": [{**trunk, "codecs": ["PCMU"]}],
-        },
-        "inline.toml",
-        {},
-        tmp_path,
-    )
-    engine = MediaEngine(config.media.rtp_host, config.media.rtp_port_min, config.media.rtp_port_max)
-    await engine.start()
-    service = SipService()
+    trunk = {
+        "name": "carrier",
+        "allowed_sources": ["127.0.0.1/32"],
+        "dids": {"+15550100": "demo"},
+        "codecs": ["PCMU"],
+    }
 
     async def on_call(call: Call) -> None:
         async for _ in call.leg.frames:
             pass
 
-    await service.start(asyncio.get_running_loop(), config, engine, on_call)
-    yield port
-    await service.aclose()
-    await engine.aclose()
+    async with in_process_sip(tmp_path, [trunk], on_call) as (_service, port):
+        yield port
 
 
 def rtp_peer_with_free_next_port() -> tuple[RtpPeer, socket.socket]:

@@ -20,6 +20,8 @@ import pytest
 
 from tests.integration import sip_scenarios as scn
 from tests.integration.server_proc import (
+    DELTA_TOML,
+    INTENT,
     ListedCall,
     ServerProcess,
     parse_calls_list,
@@ -39,15 +41,6 @@ RETRY_AFTER_S = 17
 PACKETS_PER_S = 50  # 20 ms PCMU
 LONG_CALL_S = 6  # the call kept up across the reload
 
-INTENT = """
-[policy]
-mode = "intents"
-
-[[intents]]
-name = "hours"
-examples = ["what are your hours"]
-reply = "We are open nine to five."
-"""
 OTHER_TOML = """display_name = "Other Co"
 numbers = ["+15550200"]
 greeting = "Hello from Other Co."
@@ -64,11 +57,6 @@ api_key_env = "E2E_OTHER_LLM_KEY"
 GAMMA_TOML = (
     'enabled = false\ndisplay_name = "Gamma"\nnumbers = ["+15550300"]\ngreeting = "Hello from Gamma."\n'
     + INTENT
-)
-DELTA_TOML = (  # a business whose plan allows one call at a time
-    'display_name = "Delta"\nnumbers = ["+15550400"]\ngreeting = "Hello from Delta."\n'
-    + INTENT
-    + "\n[limits]\nmax_concurrent_calls = 1\n"
 )
 BROKEN_TOML = (
     'display_name = "Broken"\nnumbers = ["+15550500"]\ngreeting = "Hi."\n'
@@ -234,8 +222,9 @@ def test_a_tenant_at_its_concurrent_call_limit_gets_busy_and_others_do_not(
     server: ServerProcess, tmp_path: Path
 ) -> None:
     mark = server.mark()
-    first = place_call(server, tmp_path / "delta1", DELTA, answered(4000))
-    server.wait_for(r"sip\.call_answered .*tenant_id=delta", after=mark)
+    first = place_call(server, tmp_path / "delta1", DELTA, answered(6000))
+    server.wait_for(r"sip\.call_admitted .*tenant=delta", after=mark)
+    server.wait_for(r"sip\.call_answered", after=mark)  # the only call in flight
     ok(place_call(server, tmp_path / "delta2", DELTA, scn.rejected_call(486)).wait())
     server.wait_for(r"call\.tenant_at_capacity .*tenant=delta", after=mark)
     ok(place_call(server, tmp_path / "demo2", DEMO, answered(500)).wait())  # other tenants are not held up

@@ -89,14 +89,14 @@ def test_the_process_wide_cap_counts_calls_on_every_trunk(tmp_path: Path) -> Non
     # [server] max_calls = 1: a call ringing on one trunk makes an INVITE for another trunk's number 503.
     other = {**LOCAL_TRUNK, "name": "other", "dids": {"+15550101": "demo"}}
     srv = DemoServer(
-        tmp_path, greeting_wav(), [LOCAL_TRUNK, other], sip={"answer_delay_s": 3}, server={"max_calls": 1}
+        tmp_path, greeting_wav(), [LOCAL_TRUNK, other], sip={"answer_delay_s": 8}, server={"max_calls": 1}
     )
     srv.start()
     try:
         results = []
         first = threading.Thread(
             target=lambda: results.append(
-                run_sipp(tmp_path, S.cancelled_call(2500), target(srv), name="first")
+                run_sipp(tmp_path, S.cancelled_call(5000), target(srv), name="first")
             )
         )
         first.start()

@@ -10,13 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration import sip_scenarios as S
-from tests.integration.sip_server import SippResult, run_sipp
+from tests.integration.sip_server import SippResult, in_process_sip, run_sipp
 from tests.integration.test_sip_trunk import trunk_and_server
-from tests.peers.kamailio import free_udp_port
-from trunkline.config.loader import parse_config
-from trunkline.mediaserver.engine import MediaEngine
 from trunkline.sip.call import Call
-from trunkline.sip.service import SipService
 
 pytestmark = pytest.mark.integration
 
@@ -53,20 +49,7 @@ def test_sigterm_drains_calls_and_unregisters(tmp_path: Path) -> None:
 
 
 async def test_blind_transfer_sends_refer_then_bye(tmp_path: Path) -> None:
-    port = free_udp_port()
-    config = parse_config(
-        {
-            "sip": {"listen_port": port},
-            "media": {"rtp_port_min": 38000, "rtp_port_max": 38100},
-            "trunk": [{"name": "local", "allowed_sources": ["127.0.0.1/32"], "dids": {"+15550100": "demo"}}],
-        },
-        "inline.toml",
-        {},
-        tmp_path,
-    )
-    engine = MediaEngine(config.media.rtp_host, config.media.rtp_port_min, config.media.rtp_port_max)
-    await engine.start()
-    service = SipService()
+    trunk = {"name": "local", "allowed_sources": ["127.0.0.1/32"], "dids": {"+15550100": "demo"}}
     calls: list[Call] = []
 
     async def on_call(call: Call) -> None:
@@ -74,7 +57,6 @@ async def test_blind_transfer_sends_refer_then_bye(tmp_path: Path) -> None:
         assert await call.transfer("+15559990000")  # True: the 202 ends our leg with BYE
         await call.ended.wait()
 
-    await service.start(asyncio.get_running_loop(), config, engine, on_call)
     refer_check = (
         '<action><ereg regexp="Refer-[Tt]o: &lt;sip:\\+15559990000@" search_in="msg" check_it="true" '
         'assign_to="1"/></action>'
@@ -96,10 +78,7 @@ async def test_blind_transfer_sends_refer_then_bye(tmp_path: Path) -> None:
         reply.format(code=200, reason="OK"),
         '  <Reference variables="1"/>\n',
     )
-    try:
+    async with in_process_sip(tmp_path, [trunk], on_call) as (_service, port):
         result = await asyncio.to_thread(run_sipp, tmp_path, scn, f"127.0.0.1:{port}")
         assert result.returncode == 0, result.errors + result.stdout
         assert [c.end_reason for c in calls] == ["transferred"]
-    finally:
-        await service.aclose()
-        await engine.aclose()

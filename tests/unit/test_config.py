@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from trunkline.config.cli import run_check_config
+from trunkline.config.cores import speech_workers, usable_cores
 from trunkline.config.loader import ConfigError, load_config
-from trunkline.config.model import AGENT_CALLS_PER_CORE
+from trunkline.config.model import AGENT_CALLS_PER_ASR_WORKER
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config" / "trunkline.toml"
@@ -82,7 +83,7 @@ def test_good_config_is_frozen_data(tmp_path: Path) -> None:
 def test_process_call_cap_is_set_or_sized_to_the_cores(tmp_path: Path) -> None:
     server = '[server]\ncall_handler = "{handler}"\n'
     agent = load_config(write(tmp_path, server.format(handler="agent")), {}).server.max_calls
-    assert agent is not None and agent >= AGENT_CALLS_PER_CORE and agent % AGENT_CALLS_PER_CORE == 0
+    assert agent == AGENT_CALLS_PER_ASR_WORKER * speech_workers(usable_cores())
     assert load_config(write(tmp_path, server.format(handler="record")), {}).server.max_calls is None
     explicit = server.format(handler="record") + "max_calls = 3\n"
     assert load_config(write(tmp_path, explicit), {}).server.max_calls == 3

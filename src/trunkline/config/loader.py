@@ -7,15 +7,15 @@ everything downstream receives a frozen `Config`.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trunkline.config.cores import speech_workers, usable_cores
 from trunkline.config.model import (
-    AGENT_CALLS_PER_CORE,
+    AGENT_CALLS_PER_ASR_WORKER,
     CALL_HANDLERS,
     SUPPORTED_CODECS,
     Config,
@@ -252,12 +252,11 @@ def _server(r: _Reader, base_dir: Path) -> ServerConfig:
 
 
 def default_max_calls(call_handler: str) -> int | None:
-    """The process-wide cap when the file sets none: AGENT_CALLS_PER_CORE per usable core for the agent
-    (its speech models are CPU-bound), none for the light "record" trunk check."""
+    """The process-wide cap when the file sets none: AGENT_CALLS_PER_ASR_WORKER per speech-recognition worker
+    for the agent (its speech models are CPU-bound), none for the light "record" trunk check."""
     if call_handler != "agent":
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return AGENT_CALLS_PER_CORE * cores
+    return AGENT_CALLS_PER_ASR_WORKER * speech_workers(usable_cores())
 
 
 def _trunks(

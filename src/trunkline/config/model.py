@@ -16,10 +16,11 @@ SUPPORTED_CODECS = ("PCMU", "PCMA", "G722")
 # "agent": the tenant's voice agent answers;
 # "record": a trunk check — a greeting, then the caller is recorded per call.
 CALL_HANDLERS = ("agent", "record")
-# The agent's default process-wide cap per usable CPU core. Local speech recognition and synthesis are
-# CPU-bound: on a 2-core box, 4 calls at once kept the wire turn latency near p50 0.5 s / p95 1 s, while 8
-# calls gave p95 ~2 s (`python -m bench.agent_concurrency`).
-AGENT_CALLS_PER_CORE = 2
+# The agent's default process-wide cap per speech-recognition worker (one per two usable cores, see
+# config/cores.py). Local speech recognition and synthesis are CPU-bound: on a 2-core box (one worker),
+# 4 calls at once kept the wire turn latency near p50 0.5 s / p95 1-1.7 s, while 8 calls gave p95 ~2 s
+# (`python -m bench.agent_concurrency`).
+AGENT_CALLS_PER_ASR_WORKER = 4
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import structlog
 
+from trunkline.config.cores import speech_workers, usable_cores
 from trunkline.config.model import Config
 from trunkline.logs import get_logger
 from trunkline.pipeline.agent import HOLD_LINE, TRANSFER_FAILED_KEY, Agent
@@ -310,6 +311,9 @@ class AgentCalls:
 def build_call_handler(
     config: Config, tenants: TenantRegistry, store: CallStore, environ: Mapping[str, str]
 ) -> AgentCalls:
-    """The per-call coroutine for `SipService` (wrap it in `RecordedCalls`); models load on first use."""
-    del config, environ  # per-call settings come from the tenant; nothing process-wide needed yet
-    return AgentCalls(tenants, store)
+    """The per-call coroutine for `SipService` (wrap it in `RecordedCalls`); models load on first use. One
+    whisper worker per two usable cores (each decode runs on two threads), and as many piper workers (at
+    least two)."""
+    del config, environ  # per-call settings come from the tenant
+    workers = speech_workers(usable_cores())
+    return AgentCalls(tenants, store, asr_workers=workers, tts_workers=max(2, workers))

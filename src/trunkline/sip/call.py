@@ -59,6 +59,7 @@ class Call:
         self.end_status: int | None = None
         self.timers: CallTimers | None = None
         self.supervised = False
+        self.admitted = False  # passed the admission hook: counts against its tenant's cap
         self.on_call: Any = None
         self._service = service
 

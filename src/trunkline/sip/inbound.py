@@ -164,6 +164,7 @@ class InboundCalls:
             sdp = build_offer(dialog.preference, host, port, dialog.session_id, dialog.sdp_version, ptime)
         # PreConnect: sippy reports the ACK (and a late-offer answer in it) only in this mode.
         dialog.ua.recvEvent(CCEventPreConnect((200, "OK", MsgBody(sdp))))
+        log.info("sip.call_answered", call_id=call_id)
 
     def reject(self, call_id: str, status: int, reason: str) -> None:
         dialog = self.stack.dialogs.get(call_id)

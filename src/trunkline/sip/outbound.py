@@ -83,16 +83,20 @@ class OutboundCalls:
         self.stack.dialogs[call_id] = dialog
         admission.acquire(trunk.name)
         dialog.admitted = True
-        ptime = self.stack.config.media.ptime_ms
-        sdp = build_offer(dialog.preference, host, port, dialog.session_id, dialog.sdp_version, ptime)
-        caller = trunk.caller_id or trunk.username or CONTACT_USER
-        event = _Try((SipCallId(call_id), caller, number, MsgBody(sdp), None, None))
-        event.domain = trunk.registrar_domain
-        event.port = trunk.port if event.domain == trunk.host else None
-        ua.recvEvent(event)
         dialog.timers.append(
             self.stack.timer(self.stack.config.sip.ring_timeout_s, self._ring_timeout, call_id)
         )
+        try:
+            ptime = self.stack.config.media.ptime_ms
+            sdp = build_offer(dialog.preference, host, port, dialog.session_id, dialog.sdp_version, ptime)
+            caller = trunk.caller_id or trunk.username or CONTACT_USER
+            event = _Try((SipCallId(call_id), caller, number, MsgBody(sdp), None, None))
+            event.domain = trunk.registrar_domain
+            event.port = trunk.port if event.domain == trunk.host else None
+            ua.recvEvent(event)
+        except Exception:  # the INVITE could not be built or sent: free the slot and fail the dial
+            log.exception("sip.dial_failed", trunk=trunk.name)
+            self.stack.end(dialog, CallEnded(call_id, END_FAILED, None))
 
     def _ring_timeout(self, call_id: str) -> None:
         dialog = self.stack.dialogs.get(call_id)

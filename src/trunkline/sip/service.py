@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from trunkline.config.model import Config
@@ -42,6 +43,7 @@ from trunkline.sip.sdp import Negotiated
 from trunkline.sip.sipthread import EventSink, SipThread
 from trunkline.sip.status_file import status_path, write_status, write_status_forever
 from trunkline.sip.transfer_waits import TRANSFER_ANSWER_TIMEOUT_S, TransferWaits
+from trunkline.sip.watchdog import wait_event, watch_call
 
 log = get_logger("trunkline.sip.service")
 OnCall = Callable[[Call], Awaitable[None]]
@@ -83,8 +85,9 @@ class SipService:
         admit: Admit | None = None,
     ) -> None:
         """Bind the SIP port, start registrations; calls are handed to `on_call` once answered. `admit`
-        is asked before an inbound call is answered: False refuses it with 480 (nobody serves that number
-        right now) instead of answering and hanging up."""
+        is asked before an inbound call is answered, with how many of its tenant's calls are admitted: a
+        (status, reason) it returns refuses the call (480 when nobody serves the number, 486 over the
+        tenant's limit) instead of answering and hanging up."""
         self._config, self._on_call, self._admit = config, on_call, admit
         self._legs = LegAdapter(media_engine, config)
         self._thread = SipThread.get()
@@ -314,11 +317,13 @@ class SipService:
         assert self._legs is not None and self._thread is not None
         bind_call(call_id=call.call_id, tenant_id=call.tenant)
         if self._admit is not None:
-            others = sum(1 for c in self._calls.values() if c.tenant == call.tenant and c is not call)
+            # counted and marked in one step (no await between): of two INVITEs at once, one is admitted
+            others = sum(1 for c in self._calls.values() if c.tenant == call.tenant and c.admitted)
             refusal = self._admit(call, others)
             if refusal is not None:
                 self._thread.call(self._stack.inbound.reject, call.call_id, *refusal)
                 return
+        call.admitted = True
         try:
             if call.media is not None:
                 call.leg = self._legs.open_for_answer(call.media)
@@ -341,7 +346,6 @@ class SipService:
             return
         host, port = self._legs.local_address(call.leg)
         self._thread.call(self._stack.inbound.answer, call.call_id, host, port)
-        log.info("sip.call_answered", call_id=call.call_id)
         await self._supervise(call, self._on_call)
 
     async def _supervise(self, call: Call, on_call: OnCall | None) -> None:
@@ -350,13 +354,14 @@ class SipService:
         call.supervised = True
         sip = self._config.sip
         try:
-            if not await _wait_event(call.connected, call.ended, CONNECT_TIMEOUT_S):
+            if not await wait_event(call.connected, call.ended, CONNECT_TIMEOUT_S):
                 await self.hangup(call.call_id)
                 return
             call.timers = CallTimers(time.monotonic(), sip.rtp_timeout_s, sip.max_call_duration_s)
             async with asyncio.TaskGroup() as group:
                 handler = group.create_task(self._handle(call, on_call))
-                watchdog = group.create_task(self._watchdog(call))
+                last_rtp = partial(self._legs.last_rtp_at, call.leg)
+                watchdog = group.create_task(watch_call(call, last_rtp, partial(self._hang_up, call.call_id)))
                 forward = group.create_task(self._legs.forward_dtmf(call.leg, call.events))
                 await call.ended.wait()
                 for task in (handler, watchdog, forward):
@@ -364,6 +369,10 @@ class SipService:
         finally:
             if call.leg is not None:
                 self._legs.close(call.leg)
+
+    async def _hang_up(self, call_id: str, reason: str) -> None:
+        assert self._thread is not None
+        await self._thread.run(self._stack.hangup, call_id, reason)
 
     async def _handle(self, call: Call, on_call: OnCall | None) -> None:
         if on_call is None:
@@ -375,22 +384,6 @@ class SipService:
             log.exception("sip.on_call_failed", call_id=call.call_id)
         if not call.ended.is_set():
             await self.hangup(call.call_id)
-
-    async def _watchdog(self, call: Call) -> None:
-        """End a call whose BYE was lost: RTP inactivity (not while on hold) or the maximum duration."""
-        assert call.timers is not None and self._legs is not None
-        while not call.ended.is_set():
-            now = time.monotonic()
-            last = self._legs.last_rtp_at(call.leg)
-            if last is not None:
-                call.timers.rtp_seen(last)
-            reason = call.timers.expired(now)
-            if reason is not None:
-                log.info("sip.call_timeout", call_id=call.call_id, reason=reason)
-                assert self._thread is not None
-                await self._thread.run(self._stack.hangup, call.call_id, reason)
-                return
-            await asyncio.sleep(min(1.0, max(0.05, call.timers.next_deadline() - now)))
 
 
 def _build_stack(config: Config, post: Callable[[Any], None], validator: Any) -> Any:
@@ -411,14 +404,3 @@ def _default_validator() -> Any:
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
-
-
-async def _wait_event(wanted: asyncio.Event, abort: asyncio.Event, timeout_s: float) -> bool:
-    """True when `wanted` is set before `abort` or the timeout."""
-    tasks = [asyncio.ensure_future(wanted.wait()), asyncio.ensure_future(abort.wait())]
-    try:
-        await asyncio.wait(tasks, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-    return wanted.is_set() and not abort.is_set()
