@@ -27,6 +27,7 @@ def cgroup_cpu_limit(cpu_max: str) -> float | None:
 
 
 def usable_cores(cpu_max_path: Path = CGROUP_CPU_MAX) -> int:
+    """The CPU affinity count, lowered to the cgroup's CPU quota (rounded up) when one is set."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
         limit = cgroup_cpu_limit(cpu_max_path.read_text())

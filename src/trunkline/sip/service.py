@@ -47,7 +47,7 @@ from trunkline.sip.watchdog import wait_event, watch_call
 
 log = get_logger("trunkline.sip.service")
 OnCall = Callable[[Call], Awaitable[None]]
-# before answering: the call and how many other calls of its tenant are up → None, or (status, reason)
+# before answering: the call and how many of its tenant's calls are admitted → None, or (status, reason)
 Admit = Callable[[Call, int], tuple[int, str] | None]
 CONNECT_TIMEOUT_S = 32.0
 LINGER_S = 4.0  # at shutdown, how long our last requests may take to be answered
