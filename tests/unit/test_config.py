@@ -172,7 +172,9 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         path = str(EXAMPLE)
 
     assert run_check_config(Args()) == 0  # type: ignore[arg-type]
-    assert "OK" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    cap = AGENT_CALLS_PER_ASR_WORKER * speech_workers(usable_cores())
+    assert "OK" in out and f"server: agent handler, at most {cap} calls at once" in out, out
     Args.path = str(write(tmp_path, "[sip]\nlisten_port = 0\n"))
     assert run_check_config(Args()) == 1  # type: ignore[arg-type]
     err = capsys.readouterr().err

@@ -31,6 +31,8 @@ def run_check_config(args: argparse.Namespace) -> int:
     print(f"  sip: listen {sip.listen_host}:{sip.listen_port}, advertise {sip.advertised_host}")
     media = config.media
     print(f"  rtp: {media.rtp_host} ports {media.rtp_port_min}-{media.rtp_port_max}")
+    cap = config.server.max_calls
+    print(f"  server: {config.server.call_handler} handler, at most {cap or 'unlimited'} calls at once")
     for trunk in config.trunks:
         target = f"{trunk.host}:{trunk.port}" if trunk.host else "inbound only"
         reg = f"register every {trunk.register_expires_s}s" if trunk.register else "no registration"
