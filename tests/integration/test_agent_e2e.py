@@ -303,8 +303,11 @@ async def test_llm_500_and_stall_fall_back_and_the_call_goes_on(fresh: Env) -> N
     first = outcome.heard_between(spans[0][1], spans[1][0])
     second = outcome.heard_between(spans[1][1], spans[2][0])
     third = outcome.heard_between(spans[2][1])
-    assert "hello" in words(first), first  # the intents' greeting reply, said for the failed model
-    assert "hello" in words(second), second
+    # the intents' greeting reply ("Hello! How can I help you today?"), said for the failed model; two of its
+    # words are enough (tiny whisper once heard "Hello" as "Oh, well")
+    greeting = {"hello", "help", "today"}
+    assert len(greeting & words(first)) >= 2, first
+    assert len(greeting & words(second)) >= 2, second
     assert {"open", "saturday"} <= words(third), third
     gaps = report_wire("llm 500 / stall / ok", outcome)
     assert len(gaps) == 3, gaps

@@ -25,16 +25,17 @@ from trunkline.config.model import Config
 from trunkline.logs import get_logger
 from trunkline.pipeline.agent import HOLD_LINE, TRANSFER_FAILED_KEY, Agent
 from trunkline.pipeline.asr import LocalWhisper, OpenAITranscriber, SpeechRecognizer
+from trunkline.pipeline.clauses import FAST_FIRST_SOFT_WORDS, split_clauses
 from trunkline.pipeline.conversation import CatalogTools, Conversation
 from trunkline.pipeline.llm import LlmTurnRunner, TurnLimits, make_openai_client
 from trunkline.pipeline.models import BoundedPool
 from trunkline.pipeline.policy import IntentsPolicy, LlmPolicy, ReplyPolicy, TokensUsed, ToolUsed
-from trunkline.pipeline.speaker import STOCK_LEADS, Playback, Speaker
+from trunkline.pipeline.speaker import STOCK_LEADS, Playback, Speaker, is_stock_phrase
 from trunkline.pipeline.tts import LocalPiper, OpenAISpeech, PromptCache, SpeechSynthesizer
 from trunkline.pipeline.work import CallActions, CallerTurn
 from trunkline.store import CallStore, ToolCallRecord, ToolStatus, TurnRecord, UsageRecord
 from trunkline.store import Speaker as Who
-from trunkline.tenants.intents import render_template
+from trunkline.tenants.intents import render_template, template_names
 from trunkline.tenants.model import TenantConfig
 from trunkline.tenants.registry import TenantRegistry
 from trunkline.tools.catalog import ToolBudget, ToolCatalog, ToolContext
@@ -65,6 +66,20 @@ def prompt_texts(tenant: TenantConfig) -> dict[str, str]:
     if tenant.recording.enabled and tenant.recording.disclosure:
         texts["disclosure"] = tenant.recording.disclosure
     return {key: render_template(text, fields) for key, text in texts.items()}
+
+
+def fixed_reply_leads(tenant: TenantConfig) -> list[str]:
+    """Short first clauses of intent replies that need no slot: replayed from the prompt cache, so the first
+    word of such a reply has no synthesis gap (a live first clause can underrun on a starved core)."""
+    fields = tenant.template_fields()
+    leads = []
+    for intent in tenant.intents:
+        if intent.reply and set(template_names(intent.reply)) <= fields.keys():
+            first = split_clauses(
+                render_template(intent.reply, fields), first_min_soft_words=FAST_FIRST_SOFT_WORDS
+            )
+            leads += [c for c in first[:1] if is_stock_phrase(c)]
+    return leads
 
 
 def timers_config(tenant: TenantConfig) -> CallTimersConfig:
@@ -200,6 +215,7 @@ class AgentCalls:
             if tenant.tts.engine == "local":
                 lines = [*prompt_texts(tenant).values(), tenant.policy.fallback_reply, HOLD_LINE]
                 lines += STOCK_LEADS
+                lines += fixed_reply_leads(tenant)
                 await self.prompts.warm(LocalPiper(self.tts_pool, output_rate_hz=WARM_RATE_HZ), lines)
 
     async def aclose(self) -> None:
