@@ -101,6 +101,25 @@ def scenario(name: str, *parts: str) -> str:
 LATE_PROVISIONAL_OK = ["-default_behaviors", "all,-abortunexp"]
 
 
+def answered(body: str | None = None, ack_body: str = "", ringing_optional: bool = False) -> tuple[str, ...]:
+    """The caller's steps up to an answered call: INVITE, (100), 180, 200, ACK."""
+    return (
+        invite(sdp() if body is None else body),
+        recv(100, optional=True),
+        recv(180, optional=ringing_optional),
+        recv(200, rrs=True),
+        ack_2xx(body=ack_body),
+    )
+
+
+def reply(code: int, reason: str) -> str:
+    """A bodiless response to the request just received."""
+    return (
+        f"  <send><![CDATA[\nSIP/2.0 {code} {reason}\n[last_Via:]\n[last_From:]\n[last_To:]\n"
+        "[last_Call-ID:]\n[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n"
+    )
+
+
 def answered_call(
     *middle: str,
     name: str = "call",
@@ -117,11 +136,7 @@ def answered_call(
     """
     return scenario(
         name,
-        invite(sdp() if body is None else body),
-        recv(100, optional=True),
-        recv(180, optional=ringing_optional),
-        recv(200, rrs=True),
-        ack_2xx(body=ack_body),
+        *answered(body, ack_body, ringing_optional),
         *middle,
         pause(hold_ms),
         in_dialog("BYE", 9),

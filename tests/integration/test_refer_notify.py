@@ -23,20 +23,9 @@ from trunkline.sip.service import SipService
 from trunkline.sip.transfer_waits import TRANSFER_ANSWER_TIMEOUT_S
 
 pytestmark = pytest.mark.integration
-REPLY = (
-    "  <send><![CDATA[\nSIP/2.0 {code} {reason}\n[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n"
-    "[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n"
-)
 SIPFRAG = "Event: refer\nSubscription-State: {state}\nContent-Type: message/sipfrag;version=2.0\n"
 # the carrier's side of an answered call up to our REFER
-UNTIL_REFER = (
-    S.invite(S.sdp()),
-    S.recv(100, optional=True),
-    S.recv(180),
-    S.recv(200, rrs=True),
-    S.ack_2xx(),
-    S.recv("REFER"),
-)
+UNTIL_REFER = (*S.answered(), S.recv("REFER"))
 
 
 Transferring = tuple["Server", RawCarrier, SipMessage]  # the server, the carrier and our REFER
@@ -120,9 +109,9 @@ async def test_refer_progress_after_our_bye_gets_481(
     scn = S.scenario(
         "refer-notify",
         *UNTIL_REFER,
-        REPLY.format(code=202, reason="Accepted"),
+        S.reply(202, "Accepted"),
         S.recv("BYE"),
-        REPLY.format(code=200, reason="OK"),
+        S.reply(200, "OK"),
         notify(2, "SIP/2.0 100 Trying", "active;expires=60"),
         S.recv(481),
         notify(3, "SIP/2.0 200 OK", "terminated;reason=noresource"),
@@ -157,7 +146,7 @@ async def test_a_refused_refer_keeps_the_call_up(transferring: Server, tmp_path:
     scn = S.scenario(
         "refused-refer",
         *UNTIL_REFER,
-        REPLY.format(code=403, reason="Forbidden"),
+        S.reply(403, "Forbidden"),
         S.pause(300),
         S.in_dialog("OPTIONS", 2),
         S.recv(200),  # still connected: no BYE came after the refusal

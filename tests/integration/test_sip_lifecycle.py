@@ -61,21 +61,13 @@ async def test_blind_transfer_sends_refer_then_bye(tmp_path: Path) -> None:
         '<action><ereg regexp="Refer-[Tt]o: &lt;sip:\\+15559990000@" search_in="msg" check_it="true" '
         'assign_to="1"/></action>'
     )
-    reply = (
-        "  <send><![CDATA[\nSIP/2.0 {code} {reason}\n[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n"
-        "[last_CSeq:]\nContent-Length: 0\n\n]]></send>\n"
-    )
     scn = S.scenario(
         "refer",
-        S.invite(S.sdp()),
-        S.recv(100, optional=True),
-        S.recv(180),
-        S.recv(200, rrs=True),
-        S.ack_2xx(),
+        *S.answered(),
         S.recv("REFER", extra=refer_check),
-        reply.format(code=202, reason="Accepted"),
+        S.reply(202, "Accepted"),
         S.recv("BYE"),
-        reply.format(code=200, reason="OK"),
+        S.reply(200, "OK"),
         '  <Reference variables="1"/>\n',
     )
     async with in_process_sip(tmp_path, [trunk], on_call) as (_service, port):
